@@ -1,0 +1,99 @@
+"""Turn a FaceSet into model-input arrays with the device's own detection and crop code, and split it."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from edgeemo import crop
+from edgeemo.labels import LABELS
+
+from .datasets import FaceSet
+
+log = logging.getLogger("edgeemo.convert")
+
+# Data sets whose pictures are whole photos (a face detector runs first); the rest are pre-cropped faces.
+NEEDS_DETECTION = {"jaffe"}
+
+
+def to_inputs(fs: FaceSet, size: int, channels: int = 1, detector=None, margin: float = 0.0) -> np.ndarray:
+    """uint8 array (N, size, size, channels) of faces.
+
+    With a detector (an ``edgeemo.detect`` backend), the largest face in each image is cropped with
+    ``margin``, exactly as on the device; an image where no face is found is used whole and counted in
+    ``fs.notes['no_face_used_whole']``.
+    """
+    out = np.empty((len(fs), size, size, channels), dtype=np.uint8)
+    missed = 0
+    for i, img in enumerate(fs.images):
+        face = None
+        if detector is not None:
+            boxes = detector.detect(img)
+            if boxes:
+                best = max(boxes, key=lambda b: b.w * b.h)
+                face = crop.crop_face(img, best.xywh, size, margin, channels)
+            else:
+                missed += 1
+        if face is None:
+            face = crop.whole_image(img, size, channels)
+        out[i] = face.reshape(size, size, channels)
+    if detector is not None:
+        fs.notes["no_face_used_whole"] = missed
+        if missed:
+            log.warning("%s: no face found in %d of %d images; those were used whole", fs.name, missed, len(fs))
+    return out
+
+
+def holdout_split(fs: FaceSet, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, val). Uses the data set's own splits where it has them (FER2013 train/val);
+    otherwise a stratified random split, or, where subjects are known, a split that keeps each person
+    on one side only."""
+    splits = set(fs.splits)
+    if "train" in splits and ("val" in splits or "test" in splits):
+        held = "val" if "val" in splits else "test"
+        tr = np.array([i for i, s in enumerate(fs.splits) if s == "train"])
+        va = np.array([i for i, s in enumerate(fs.splits) if s == held])
+        return tr, va
+    rng = np.random.default_rng(seed)
+    if fs.has_subjects():
+        people = np.array(sorted(set(fs.subjects)))
+        rng.shuffle(people)
+        n_val = max(1, int(round(len(people) * val_fraction)))
+        val_people = set(people[:n_val])
+        va = np.array([i for i, s in enumerate(fs.subjects) if s in val_people])
+        tr = np.array([i for i, s in enumerate(fs.subjects) if s not in val_people])
+        return tr, va
+    return stratified_holdout(fs.labels, val_fraction, rng)
+
+
+def stratified_holdout(labels: np.ndarray, fraction: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    tr, va = [], []
+    for c in range(len(LABELS)):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        k = int(round(len(idx) * fraction))
+        va.extend(idx[:k])
+        tr.extend(idx[k:])
+    return np.array(sorted(tr), dtype=np.int64), np.array(sorted(va), dtype=np.int64)
+
+
+def kfold(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified k-fold: each class dealt round-robin over the folds after a seeded shuffle."""
+    if k < 2:
+        raise ValueError("--cv needs at least 2 folds")
+    rng = np.random.default_rng(seed)
+    fold_of = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        fold_of[idx] = np.arange(idx.size) % k
+    return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
+
+
+def leave_one_subject_out(subjects: list) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(subject, train indices, test indices) for each person; every person is on one side only."""
+    if any(s is None for s in subjects):
+        raise ValueError("leave-one-subject-out needs a subject for every image "
+                         "(JAFFE and CK+ file names carry it; this data set does not)")
+    subj = np.array(subjects)
+    return [(s, np.flatnonzero(subj != s), np.flatnonzero(subj == s)) for s in sorted(set(subjects))]

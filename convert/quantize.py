@@ -1,0 +1,131 @@
+"""`edgeemo convert`: Keras model -> full-integer int8 TFLite with embedded metadata.
+
+The representative set is 300-500 real, preprocessed training faces (stratified, seeded). The int8 file
+is checked against the float model on validation faces through the device runtime; a model that loses
+more than 1.5 accuracy points is refused unless ``force``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edgeemo import modelfile
+from edgeemo.labels import LABELS
+
+from . import datasets, prepare
+from .evaluation import fixed_subset
+from .train import _tf, predict
+
+MAX_DROP = 0.015
+
+
+class QuantizationRefused(RuntimeError):
+    pass
+
+
+def representative_faces(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` faces spread over the classes in proportion, seeded."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for c in range(len(LABELS)):
+        idx = np.flatnonzero(y == c)
+        k = min(len(idx), max(1, int(round(n * len(idx) / len(y))))) if len(idx) else 0
+        picks.extend(rng.choice(idx, k, replace=False))
+    picks = np.array(picks[:n] if len(picks) > n else picks)
+    return x[np.sort(picks)]
+
+
+def to_tflite(keras_model, calib: np.ndarray | None) -> bytes:
+    """TFLite flatbuffer: full-int8 (int8 in/out) with a representative set, or float32 when calib is None."""
+    tf, _ = _tf()
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if calib is not None:
+        def rep():
+            for face in calib:
+                yield [face[None].astype(np.float32) / 255.0]
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = rep
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    return conv.convert()
+
+
+def run_metadata(model_path: Path) -> dict:
+    """Data set and metrics of the training run the model came from (its config.json/report.json)."""
+    info = {}
+    cfg, rep = model_path.parent / "config.json", model_path.parent / "report.json"
+    if cfg.exists():
+        c = json.loads(cfg.read_text())
+        info["training"] = {k: c.get(k) for k in ("arch", "optimizer", "epochs", "batch_size", "lr", "seed")}
+        info["dataset"] = c.get("data", {})
+    if rep.exists():
+        r = json.loads(rep.read_text())
+        info["keras_validation"] = {"accuracy": r.get("accuracy"), "macro_f1": r.get("macro_f1"), "n": r.get("n")}
+    return info
+
+
+def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", margin=0.15, calib_size=400,
+            check_size=2000, force=False, seed=0, float_model=False, echo=print) -> dict:
+    model = Path(model)
+    if not model.is_file():
+        raise FileNotFoundError(f"{model}: model file not found")
+    tf, keras = _tf()
+    km = keras.models.load_model(model)
+    size, ch = int(km.input_shape[1]), int(km.input_shape[3])
+    fs = datasets.load(calib, dataset)
+    det = None
+    if dataset in prepare.NEEDS_DETECTION:
+        from edgeemo.detect import make_detector
+        det = make_detector("auto")
+    x = prepare.to_inputs(fs, size, ch, det, margin)
+    tr, va = prepare.holdout_split(fs, 0.15, seed)
+    if not 1 <= calib_size <= len(tr):
+        raise ValueError(f"--calib-size must be between 1 and the {len(tr)} training faces")
+    calib_faces = representative_faces(x[tr], fs.labels[tr], calib_size, seed)
+    echo(f"converting {model} ({'float32' if float_model else f'int8, {len(calib_faces)} representative faces'})")
+    flat = to_tflite(km, None if float_model else calib_faces)
+
+    check = va[fixed_subset(len(va), check_size, seed)]
+    y = fs.labels[check]
+    p_float = predict(km, x[check]).argmax(axis=1)
+    out = Path(out) if out else model.with_suffix(".float.tflite" if float_model else ".int8.tflite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_bytes(flat)
+    from edgeemo.runtime import Model
+    p_tfl = Model(tmp).predict(x[check]).argmax(axis=1)
+    acc_f, acc_q = float((p_float == y).mean()), float((p_tfl == y).mean())
+    agree = float((p_float == p_tfl).mean())
+    report = {"model": str(model), "out": str(out), "tensors": "float32" if float_model else "int8",
+              "check_images": int(len(check)), "float_accuracy": round(acc_f, 4),
+              "tflite_accuracy": round(acc_q, 4), "top1_agreement": round(agree, 4),
+              "accuracy_drop_points": round(100 * (acc_f - acc_q), 2), "keras_params": int(km.count_params())}
+    if not float_model and acc_f - acc_q > MAX_DROP and not force:
+        tmp.unlink()
+        raise QuantizationRefused(f"int8 accuracy {acc_q:.4f} is {100 * (acc_f - acc_q):.1f} points below float "
+                                  f"{acc_f:.4f} (limit 1.5); nothing written. Try another --calib-size or --seed, "
+                                  f"or pass --force")
+    run = run_metadata(model)
+    meta = {
+        "name": name or model.parent.name or model.stem, "version": str(version), "labels": list(LABELS),
+        "input": {"size": size, "channels": ch, "color": "gray" if ch == 1 else "rgb"},
+        "normalization": {"mean": 0.0, "std": 255.0}, "crop_margin": margin,
+        "dataset": {**run.get("dataset", {}), "calibration": {"path": str(calib), "dataset": dataset,
+                                                              "faces": int(len(calib_faces))}},
+        "metrics": {**({"keras_validation": run["keras_validation"]} if "keras_validation" in run else {}),
+                    "conversion_check": {k: report[k] for k in ("check_images", "float_accuracy", "tflite_accuracy",
+                                                                "top1_agreement")}},
+        "training": run.get("training", {}), "created": _dt.date.today().isoformat(),
+        "tensors": report["tensors"],
+    }
+    tmp.write_bytes(modelfile.embed_metadata(flat, meta))
+    tmp.replace(out)
+    report["bytes"] = out.stat().st_size
+    out.with_suffix(".report.json").write_text(json.dumps(report, indent=1))
+    echo(f"wrote {out} ({report['bytes']:,} bytes): float {acc_f:.4f}, {report['tensors']} {acc_q:.4f}, "
+         f"top-1 agreement {agree:.4f} on {len(check)} validation faces")
+    return report

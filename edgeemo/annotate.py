@@ -1,0 +1,49 @@
+"""Copies of images with face boxes and labels drawn, for `classify --annotate DIR`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+_COLORS = {"angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160), "happy": (40, 200, 240),
+           "sad": (200, 120, 40), "surprise": (0, 140, 255), "neutral": (180, 180, 180)}
+
+
+def draw(pixels: np.ndarray, faces: list[dict]) -> np.ndarray:
+    img = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR) if pixels.ndim == 2 else pixels.copy()
+    thick = max(1, round(max(img.shape[:2]) / 400))
+    for f in faces:
+        x, y, w, h = f["box"]
+        color = _COLORS.get(f["label"], (0, 255, 0))
+        cv2.rectangle(img, (x, y), (x + w, y + h), color, thick)
+        text = f"{f['label']} {f['confidence']:.2f}"
+        scale = max(0.4, w / 160)
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        ty = y - 4 if y - th - 4 > 0 else y + h + th + 4
+        cv2.rectangle(img, (x, ty - th - 2), (x + tw + 2, ty + base - 2), color, -1)
+        cv2.putText(img, text, (x + 1, ty - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick, cv2.LINE_AA)
+    return img
+
+
+def annotated_path(out_dir: Path, src: Path, root: Path | None) -> Path:
+    """Where the annotated copy of ``src`` goes: its path under ``root`` mirrored in ``out_dir``, as .jpg;
+    an existing file is never overwritten (a counter is added)."""
+    try:
+        rel = src.relative_to(root) if root else Path(src.name)
+    except ValueError:
+        rel = Path(src.name)
+    target = (out_dir / rel).with_suffix(".jpg")
+    k = 1
+    while target.exists():
+        target = (out_dir / rel).with_name(f"{rel.stem}.{k}.jpg")
+        k += 1
+    return target
+
+
+def save(pixels: np.ndarray, faces: list[dict], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".jpg", draw(pixels, faces), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    if not ok:
+        raise OSError(f"{target}: could not encode the annotated image")
+    target.write_bytes(buf.tobytes())

@@ -1,0 +1,315 @@
+"""The `edgeemo` command: a thin layer over the Python API.
+
+Device commands: classify, info (and watch). Workstation commands: train, evaluate, convert; they load
+edgeemo_convert (and TensorFlow) only when they run.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Facial-emotion classification on edge devices (7 emotions, int8 TFLite).")
+log = logging.getLogger("edgeemo")
+
+DETECTOR_HELP = "Face detector: auto (YuNet if its ONNX file is found, else Haar), yunet, haar, none (pre-cropped faces)."
+
+
+def _fail(message: str, code: int = 1):
+    typer.echo(f"edgeemo: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="edgeemo: %(levelname)s: %(message)s")
+
+
+def _formats(value: str, default: List[str]) -> List[str]:
+    from .sinks import FORMATS
+    if not value:
+        return default
+    fmts = [f.strip().lower() for f in value.split(",") if f.strip()]
+    bad = [f for f in fmts if f not in FORMATS]
+    if bad or not fmts:
+        raise typer.BadParameter(f"unknown format {', '.join(bad) or value!r}; use csv, jsonl or csv,jsonl",
+                                 param_hint="--format")
+    return fmts
+
+
+def _make_classifier(model, detector, detector_model, threads, min_face, max_faces, score_threshold):
+    from .detect import DETECTORS, DetectorError
+    from .modelfile import ModelFileError
+    from .pipeline import Classifier
+    from .runtime import RuntimeUnavailable
+    if detector not in DETECTORS:
+        raise typer.BadParameter(f"{detector!r}; choose one of {', '.join(DETECTORS)}", param_hint="--detector")
+    if threads < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--threads")
+    try:
+        clf = Classifier(model, detector, detector_model, threads, min_face, max_faces, score_threshold)
+    except (ModelFileError, DetectorError, RuntimeUnavailable) as exc:
+        _fail(str(exc))
+    log.info("model %s (%s, %s), detector %s", clf.model.name, clf.model.path.name,
+             "int8" if clf.model.quantized else "float", clf.detector.name)
+    return clf
+
+
+@app.callback()
+def _main(log_level: str = typer.Option("warning", "--log-level", help="debug, info, warning or error.")):
+    _setup_logging(log_level)
+
+
+@app.command()
+def classify(
+    paths: List[Path] = typer.Argument(..., help="Image files and/or folders."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into sub-folders."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for results.jsonl / results.csv "
+                                       "(appended). Without it, records go to standard output."),
+    fmt: str = typer.Option("", "--format", "-f", help="csv, jsonl or csv,jsonl (default: both with --out, "
+                            "jsonl on standard output)."),
+    annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write copies with boxes and labels here."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", envvar="EDGEEMO_MODEL",
+                                         help="A .tflite model (default: the one shipped with edgeemo)."),
+    detector: str = typer.Option("auto", "--detector", "-d", help=DETECTOR_HELP),
+    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL",
+                                                  help="YuNet ONNX file (face_detection_yunet_*.onnx)."),
+    threads: int = typer.Option(1, "--threads", "-t", help="Interpreter threads."),
+    min_face: int = typer.Option(24, "--min-face", help="Smallest face side to detect, in pixels."),
+    max_faces: int = typer.Option(20, "--max-faces", help="At most this many faces per image (largest first)."),
+    score_threshold: float = typer.Option(0.6, "--score-threshold", help="Detector score threshold (YuNet)."),
+):
+    """Classify the faces in images; one record per image (JSON Lines and/or CSV)."""
+    from . import annotate as ann
+    from .pipeline import iter_inputs
+    from .record import csv_columns, csv_rows
+    from .sinks import SinkError, Sinks
+
+    formats = _formats(fmt, ["jsonl", "csv"] if out else ["jsonl"])
+    if out is None and len(formats) != 1:
+        raise typer.BadParameter("standard output takes one format; use --out DIR for both", param_hint="--format")
+    clf = _make_classifier(model, detector, detector_model, threads, min_face, max_faces, score_threshold)
+    try:
+        sinks = Sinks(out, formats, clf.labels) if out else None
+    except SinkError as exc:
+        _fail(str(exc))
+    if sinks is None and formats == ["csv"]:
+        import csv
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(csv_columns(clf.labels))
+        emit = lambda rec: (writer.writerows(csv_rows(rec, clf.labels)), sys.stdout.flush())  # noqa: E731
+    elif sinks is None:
+        emit = lambda rec: (sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n"), sys.stdout.flush())  # noqa: E731
+    else:
+        emit = sinks.write
+
+    inputs = list(iter_inputs(paths, recursive))
+    roots = [p for p in paths if p.is_dir()]
+    status, labels, n_faces = Counter(), Counter(), 0
+    t0 = time.perf_counter()
+    show_bar = sys.stderr.isatty() and len(inputs) > 1
+    with typer.progressbar(inputs, label="classifying", file=sys.stderr, show_pos=True) if show_bar \
+            else _nullbar(inputs) as bar:
+        for path in bar:
+            result = clf.analyze(path)
+            rec = result.record
+            try:
+                emit(rec)
+            except OSError as exc:
+                _fail(f"cannot write results ({exc}); stopped after {sum(status.values())} images")
+            status[rec["status"]] += 1
+            n_faces += len(rec["faces"])
+            labels.update(f["label"] for f in rec["faces"])
+            if rec["status"] in ("unreadable", "error"):
+                log.warning("%s", rec["error"])
+            if annotate and result.image is not None:
+                root = next((r for r in roots if _is_under(path, r)), None)
+                try:
+                    ann.save(result.image.pixels, rec["faces"], ann.annotated_path(annotate, path, root))
+                except OSError as exc:
+                    log.warning("%s: annotated copy not written (%s)", path, exc)
+    if sinks:
+        sinks.close()
+    dt = time.perf_counter() - t0
+    n = sum(status.values())
+    per_label = ", ".join(f"{k} {v}" for k, v in labels.most_common()) or "none"
+    typer.echo(f"edgeemo: {n} images in {dt:.1f} s ({n / dt if dt > 0 else 0:.1f} images/s): {n_faces} faces "
+               f"({per_label}); {status['no_face']} without a face; {status['unreadable']} unreadable; "
+               f"{status['error']} errors" + (f"; results in {', '.join(map(str, sinks.paths))}" if sinks else ""),
+               err=True)
+
+
+class _nullbar:
+    def __init__(self, items):
+        self.items = items
+
+    def __enter__(self):
+        return self.items
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _is_under(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+@app.command()
+def info(
+    model: Optional[Path] = typer.Argument(None, help="A .tflite model (default: the shipped model)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
+):
+    """Show a model's embedded metadata: labels, input, preprocessing, data set, metrics."""
+    from .modelfile import ModelFileError
+    from .runtime import Model, RuntimeUnavailable
+    try:
+        m = Model(model)
+    except (ModelFileError, RuntimeUnavailable) as exc:
+        _fail(str(exc))
+    data = m.info()
+    if as_json:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    typer.echo(f"model       {data['name']} (version {data.get('version')})")
+    typer.echo(f"file        {data['file']} ({data['bytes']:,} bytes, sha256 {data['sha256'][:16]}...)")
+    typer.echo(f"tensors     {data['input_dtype']} in, {data['output_dtype']} out; runtime {data['runtime']}")
+    typer.echo(f"input       {data['input']['size']}x{data['input']['size']} {data['input'].get('color', '')}, "
+               f"(pixel - {data['normalization']['mean']}) / {data['normalization']['std']}, "
+               f"crop margin {data.get('crop_margin')}")
+    typer.echo(f"labels      {', '.join(data['labels'])}")
+    if not data.get("embedded"):
+        typer.echo("metadata    none embedded: defaults assumed (convert with `edgeemo convert` to embed)")
+    if data.get("dataset"):
+        typer.echo(f"data        {json.dumps(data['dataset'])}")
+    for k, v in (data.get("metrics") or {}).items():
+        typer.echo(f"metric      {k}: {json.dumps(v)}")
+
+
+# --- workstation commands: edgeemo_convert and TensorFlow load only here ---------------------------------
+
+def _convert_module(name: str):
+    import importlib
+    import importlib.util
+    if importlib.util.find_spec("tensorflow") is None:
+        _fail("this command needs TensorFlow, which is not installed here. "
+              "Install the workstation extra: pip install 'edgeemo[train]'")
+    return importlib.import_module(f"edgeemo_convert.{name}")
+
+
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", help="Data set folder (or FER2013 CSV file)."),
+    dataset: str = typer.Option("folder", "--dataset", help="fer2013, jaffe, ckplus or folder."),
+    arch: str = typer.Option("edge", "--arch", help="seed-basic, seed-dropout, seed-best, edge, edge-small, tiny."),
+    optimizer: str = typer.Option("adam", "--optimizer", help="adam, sgd or nadam."),
+    epochs: int = typer.Option(40, "--epochs"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Initial learning rate (cosine decay)."),
+    seed: int = typer.Option(0, "--seed"),
+    patience: int = typer.Option(10, "--patience", help="Early stopping patience (epochs); 0 = off."),
+    val_split: float = typer.Option(0.15, "--val-split", help="Validation fraction where the data set has none."),
+    cv: Optional[str] = typer.Option(None, "--cv", help="K (stratified k-fold) or loso (leave one subject out)."),
+    no_augment: bool = typer.Option(False, "--no-augment"),
+    no_class_weights: bool = typer.Option(False, "--no-class-weights"),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop after this many minutes."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="Override the recipe's input size."),
+    out: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
+    detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
+    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
+):
+    """Train a model on labelled faces (workstation; needs the [train] extra)."""
+    commands = _convert_module("commands")
+    from edgeemo_convert.train import OPTIMIZERS, TrainConfig
+    from edgeemo_convert.datasets import DATASETS, DatasetError
+    if optimizer not in OPTIMIZERS:
+        raise typer.BadParameter(f"{optimizer!r}; choose one of {', '.join(OPTIMIZERS)}", param_hint="--optimizer")
+    if dataset not in DATASETS:
+        raise typer.BadParameter(f"{dataset!r}; choose one of {', '.join(DATASETS)}", param_hint="--dataset")
+    cfg = TrainConfig(arch=arch, optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                      patience=patience, augment=not no_augment, class_weights=not no_class_weights,
+                      time_budget_min=time_budget, input_size=input_size)
+    try:
+        commands.train(data, dataset, out, cfg, val_split, cv, resume, detector, detector_model,
+                       echo=lambda s: typer.echo(s, err=True))
+    except DatasetError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="A .tflite (run through the device runtime) or .keras model."),
+    data: Path = typer.Option(..., "--data"),
+    dataset: str = typer.Option("folder", "--dataset", help="fer2013, jaffe, ckplus or folder."),
+    split: Optional[str] = typer.Option(None, "--split", help="For data sets with splits: train, val or test "
+                                        "(default: val if present)."),
+    detector: str = typer.Option("none", "--detector", help=DETECTOR_HELP),
+    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a fixed, seeded subset of this many images."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.json and confusion.png."),
+    threads: int = typer.Option(1, "--threads"),
+):
+    """Accuracy, macro-F1, per-class scores and the confusion matrix of a model on a data set."""
+    from .detect import DETECTORS
+    if detector not in DETECTORS:
+        raise typer.BadParameter(f"{detector!r}; choose one of {', '.join(DETECTORS)}", param_hint="--detector")
+    needs_tf = model.suffix != ".tflite"
+    evaluation = _convert_module("evaluation") if needs_tf else __import__("edgeemo_convert.evaluation").evaluation
+    from edgeemo_convert.datasets import DatasetError
+    try:
+        rep = evaluation.evaluate(model, data, dataset, split, detector, detector_model, limit, out, threads)
+    except (DatasetError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps({k: rep[k] for k in ("n", "accuracy", "macro_f1")} |
+                          {"per_class_f1": {k: v["f1"] for k, v in rep["per_class"].items()}}, indent=1))
+    if out:
+        typer.echo(f"wrote {out / 'report.json'} and {out / 'confusion.png'}", err=True)
+
+
+@app.command()
+def convert(
+    model: Path = typer.Argument(..., help="Keras model (model.keras from a training run)."),
+    calib: Path = typer.Option(..., "--calib", help="Training data for the representative set (and the "
+                               "float-vs-int8 check on its validation split)."),
+    dataset: str = typer.Option("fer2013", "--dataset"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output .tflite (default: beside the model)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name stored in the metadata."),
+    version: str = typer.Option("1", "--version"),
+    margin: float = typer.Option(0.15, "--margin", help="Face-crop margin stored in the metadata."),
+    calib_size: int = typer.Option(400, "--calib-size", help="Representative faces (300-500)."),
+    check_size: int = typer.Option(2000, "--check-size", help="Validation faces for float vs int8."),
+    force: bool = typer.Option(False, "--force", help="Write even if int8 loses more than 1.5 points."),
+    float_model: bool = typer.Option(False, "--float", help="Write a float32 TFLite instead (for comparison)."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Full-integer int8 conversion with embedded metadata, and a float vs int8 report."""
+    quant = _convert_module("quantize")
+    from edgeemo_convert.datasets import DatasetError
+    try:
+        rep = quant.convert(model, calib, dataset, out, name, version, margin, calib_size, check_size, force, seed, float_model,
+                            echo=lambda s: typer.echo(s, err=True))
+    except (DatasetError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    except quant.QuantizationRefused as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(rep, indent=1))
+
+
+def main():  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Face detection: one small interface, several backends.
+
+``make_detector(name, ...)`` returns an object with ``detect(image) -> list[Face]`` and a ``name``.
+Backends: ``yunet`` (cv2.FaceDetectorYN with a user-supplied ONNX file), ``haar`` (OpenCV's bundled
+frontal-face cascade), ``none`` (the whole picture is one face, for pre-cropped data) and ``auto``
+(YuNet when its file can be found, Haar otherwise).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("edgeemo")
+
+DETECTORS = ("auto", "yunet", "haar", "none")
+YUNET_ENV = "EDGEEMO_YUNET_MODEL"
+YUNET_SEARCH = (
+    "/etc/edgeemo/face_detection_yunet.onnx",
+    "/opt/edgeemo/models/face_detection_yunet.onnx",
+    "~/.local/share/edgeemo/face_detection_yunet.onnx",
+)
+YUNET_HELP = ("get face_detection_yunet_2023mar.onnx (MIT) from the OpenCV Zoo, "
+              "https://github.com/opencv/opencv_zoo/tree/main/models/face_detection_yunet, and pass "
+              f"--detector-model FILE or set {YUNET_ENV}")
+
+
+class DetectorError(RuntimeError):
+    """A detector cannot be set up: the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Face:
+    x: int
+    y: int
+    w: int
+    h: int
+    score: float = 1.0
+
+    @property
+    def xywh(self) -> tuple[int, int, int, int]:
+        return (self.x, self.y, self.w, self.h)
+
+
+@dataclass(frozen=True)
+class DetectOptions:
+    min_face: int = 24          # smallest face side, in pixels of the original image
+    max_faces: int = 20
+    score_threshold: float = 0.6
+
+
+def find_yunet_model(explicit: str | os.PathLike | None = None) -> Path | None:
+    """The YuNet ONNX file: the explicit path, else $EDGEEMO_YUNET_MODEL, else the standard places."""
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(YUNET_ENV)
+    if env:
+        return Path(env).expanduser()
+    for cand in YUNET_SEARCH:
+        p = Path(cand).expanduser()
+        if p.is_file():
+            return p
+    return None
+
+
+def make_detector(name: str = "auto", model_path=None, options: DetectOptions | None = None):
+    opts = options or DetectOptions()
+    if name not in DETECTORS:
+        raise DetectorError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    if name == "none":
+        from .whole import WholeImage
+        return WholeImage()
+    if name in ("auto", "yunet"):
+        path = find_yunet_model(model_path)
+        if path is not None and path.is_file():
+            from .yunet import YuNet
+            return YuNet(path, opts)
+        if name == "yunet" or model_path:
+            where = f"{path}: no such file" if path else "no YuNet model file given"
+            raise DetectorError(f"YuNet detector: {where}; {YUNET_HELP}")
+        log.info("detector: YuNet model not found, using the Haar cascade (%s)", YUNET_HELP)
+    from .haar import Haar
+    return Haar(opts)
+
+
+def clip_faces(faces: list[Face], width: int, height: int, opts: DetectOptions) -> list[Face]:
+    """Keep faces inside the image and above the minimum size; largest first, at most max_faces."""
+    out = []
+    for f in faces:
+        x0, y0 = max(0, f.x), max(0, f.y)
+        x1, y1 = min(width, f.x + f.w), min(height, f.y + f.h)
+        if x1 - x0 >= max(1, opts.min_face) and y1 - y0 >= max(1, opts.min_face):
+            out.append(Face(x0, y0, x1 - x0, y1 - y0, f.score))
+    out.sort(key=lambda f: f.w * f.h, reverse=True)
+    return out[: opts.max_faces]
+
+
+__all__ = ["DETECTORS", "DetectOptions", "DetectorError", "Face", "find_yunet_model", "make_detector"]

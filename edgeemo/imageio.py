@@ -1,0 +1,222 @@
+"""Read an image: by content, not by extension; EXIF orientation honoured; gray, colour, alpha, 16-bit.
+
+``read_image(path)`` returns an :class:`Image` with uint8 pixels (gray 2-D or BGR 3-D) and the file's
+sha256, or raises :class:`ImageError` whose ``status`` is ``unreadable`` (missing, no permission, empty,
+not an image, corrupt, truncated) or ``error`` (too large) and whose message names the problem.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MAX_PIXELS = 50_000_000
+# OpenCV's own guard, in case a header lies about the size (read by OpenCV at its first decode).
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS * 2))
+
+import cv2  # noqa: E402
+
+FORMATS = ("jpeg", "png", "bmp", "tiff", "webp")
+
+
+class ImageError(Exception):
+    def __init__(self, message: str, status: str = "unreadable"):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Image:
+    pixels: np.ndarray          # uint8, (H, W) gray or (H, W, 3) BGR, EXIF orientation applied
+    sha256: str
+    format: str
+    path: str | None = None
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+
+def sniff(data: bytes) -> str | None:
+    """The image format from the file's first bytes, or None."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:2] == b"BM" and len(data) >= 26:
+        return "bmp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    return None
+
+
+def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """(width, height) from the header without decoding, where cheap; None if unknown."""
+    try:
+        if fmt == "png":
+            return struct.unpack(">II", data[16:24])
+        if fmt == "bmp":
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)
+        if fmt == "jpeg":
+            i = 2
+            while i + 9 < len(data):
+                if data[i] != 0xFF:
+                    i += 1
+                    continue
+                marker = data[i + 1]
+                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                    i += 1 if marker == 0xFF else 2
+                    continue
+                seg = struct.unpack(">H", data[i + 2:i + 4])[0]
+                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                    h, w = struct.unpack(">HH", data[i + 5:i + 9])
+                    return w, h
+                i += 2 + seg
+            return None
+        if fmt == "webp":
+            chunk = data[12:16]
+            if chunk == b"VP8X":
+                w = int.from_bytes(data[24:27], "little") + 1
+                h = int.from_bytes(data[27:30], "little") + 1
+                return w, h
+            if chunk == b"VP8L":
+                b = int.from_bytes(data[21:25], "little")
+                return (b & 0x3FFF) + 1, ((b >> 14) & 0x3FFF) + 1
+            if chunk == b"VP8 ":
+                w, h = struct.unpack("<HH", data[26:30])
+                return w & 0x3FFF, h & 0x3FFF
+        if fmt == "tiff":
+            end = "<" if data[:2] == b"II" else ">"
+            ifd = struct.unpack(end + "I", data[4:8])[0]
+            n = struct.unpack(end + "H", data[ifd:ifd + 2])[0]
+            dims = {}
+            for k in range(n):
+                e = ifd + 2 + 12 * k
+                tag, typ = struct.unpack(end + "HH", data[e:e + 4])
+                if tag in (256, 257):
+                    val = struct.unpack(end + ("H" if typ == 3 else "I"), data[e + 8:e + (10 if typ == 3 else 12)])[0]
+                    dims[tag] = val
+            if 256 in dims and 257 in dims:
+                return dims[256], dims[257]
+    except (struct.error, IndexError, ValueError):
+        return None
+    return None
+
+
+def _truncated(data: bytes, fmt: str) -> bool:
+    if fmt == "jpeg":
+        sos = data.rfind(b"\xff\xda")
+        return sos < 0 or data.find(b"\xff\xd9", sos) < 0
+    if fmt == "png":
+        return data.rfind(b"IEND") < 0
+    return False
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    if img.dtype in (np.float32, np.float64):
+        top = 1.0 if float(np.nanmax(img)) <= 1.0 else 255.0
+        return np.clip(np.nan_to_num(img) * (255.0 / top), 0, 255).astype(np.uint8)
+    info = np.iinfo(img.dtype) if np.issubdtype(img.dtype, np.integer) else None
+    if info is not None:
+        lo, hi = float(info.min), float(info.max)
+        return ((img.astype(np.float64) - lo) * 255.0 / (hi - lo)).astype(np.uint8)
+    raise ImageError(f"unsupported pixel type {img.dtype}", "unreadable")
+
+
+def _composite_alpha(img: np.ndarray) -> np.ndarray:
+    """BGRA (any depth) over a white background -> BGR uint8."""
+    img8 = _to_uint8(img)
+    alpha = img8[:, :, 3:4].astype(np.float32) / 255.0
+    rgb = img8[:, :, :3].astype(np.float32)
+    return (rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+
+
+def decode(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Decode image bytes to uint8 gray or BGR; raises ImageError naming the problem."""
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    fmt = sniff(data)
+    if fmt is None:
+        raise ImageError(f"{name}: not a supported image (JPEG, PNG, BMP, TIFF or WebP expected; "
+                         f"the file starts with {data[:8]!r})")
+    size = header_size(data, fmt)
+    if size and size[0] * size[1] > max_pixels:
+        raise ImageError(f"{name}: image is {size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f} megapixels, "
+                         f"over the {max_pixels / 1e6:.0f}-megapixel limit; downscale it first", "error")
+    if _truncated(data, fmt):
+        raise ImageError(f"{name}: truncated {fmt.upper()} file (the end-of-image marker is missing)")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        # ANYCOLOR|ANYDEPTH keeps gray and 16-bit and applies EXIF orientation (UNCHANGED would not).
+        img = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+        if img is not None and fmt in ("png", "webp", "tiff"):
+            full = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+            if full is not None and full.ndim == 3 and full.shape[2] == 4 and full.shape[:2] == img.shape[:2]:
+                img = _composite_alpha(full)
+    except cv2.error as exc:
+        raise ImageError(f"{name}: corrupt {fmt.upper()} data ({exc.err or exc})") from None
+    if img is None or img.size == 0:
+        raise ImageError(f"{name}: corrupt {fmt.upper()} data (the decoder could not read it)")
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise ImageError(f"{name}: image is {img.shape[1]}x{img.shape[0]}, over the "
+                         f"{max_pixels / 1e6:.0f}-megapixel limit; downscale it first", "error")
+    img = _to_uint8(img)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    elif img.ndim == 3 and img.shape[2] == 4:
+        img = _composite_alpha(img)
+    return np.ascontiguousarray(img), fmt
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{p}: no such file") from None
+    except PermissionError:
+        raise ImageError(f"{p}: permission denied (check the file's owner and mode)") from None
+    except IsADirectoryError:
+        raise ImageError(f"{p}: is a folder, not an image (use --recursive to classify a folder)") from None
+    except OSError as exc:
+        raise ImageError(f"{p}: cannot read ({exc.strerror or exc})") from None
+
+
+def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
+    data = read_bytes(path)
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        pixels, fmt = decode(data, str(path), max_pixels)
+    except ImageError as exc:
+        exc.sha256 = digest
+        raise
+    return Image(pixels, digest, fmt, str(path))
+
+
+def from_array(array: np.ndarray) -> Image:
+    """Wrap an in-memory picture (uint8/uint16/float, gray, BGR or BGRA) as an Image."""
+    a = np.asarray(array)
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)) or a.size == 0:
+        raise ImageError(f"array of shape {a.shape} is not an image (expected HxW, HxWx3 or HxWx4)", "error")
+    pixels = _to_uint8(a)
+    if pixels.ndim == 3 and pixels.shape[2] == 4:
+        pixels = _composite_alpha(pixels)
+    elif pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    digest = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+    return Image(np.ascontiguousarray(pixels), digest, "array", None)

@@ -1,0 +1,152 @@
+"""Model metadata carried inside the .tflite file.
+
+A TFLite flatbuffer has a list of named metadata entries, each pointing to a buffer. edgeemo stores one
+entry named ``edgeemo`` holding UTF-8 JSON: labels, input size and colour, normalisation, face-crop margin,
+training data and metrics, version. The file then travels alone.
+
+Reading is done here with a small flatbuffer reader (standard library only), so it works with any
+interpreter package. Writing rebuilds the flatbuffer with the schema module that ai-edge-litert ships.
+"""
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from .labels import LABELS
+
+METADATA_NAME = "edgeemo"
+FORMAT_VERSION = 1
+
+DEFAULTS = {
+    "format": FORMAT_VERSION,
+    "name": "unnamed",
+    "version": "0",
+    "labels": list(LABELS),
+    "input": {"size": 48, "channels": 1, "color": "gray"},
+    # model input = (pixel - mean) / std, pixels 0..255
+    "normalization": {"mean": 0.0, "std": 255.0},
+    "crop_margin": 0.15,
+    "dataset": {},
+    "metrics": {},
+}
+
+
+class ModelFileError(ValueError):
+    """The model file is missing, not a TFLite model, or carries unusable metadata."""
+
+
+# --- a minimal flatbuffer reader (TFLite schema: Model.buffers = field 4, Model.metadata = field 6) ---
+
+def _u32(buf, off):
+    return struct.unpack_from("<I", buf, off)[0]
+
+
+def _table_field(buf, table, field_index):
+    """Absolute offset of a table field's value, or None if absent."""
+    vtable = table - struct.unpack_from("<i", buf, table)[0]
+    vt_len = struct.unpack_from("<H", buf, vtable)[0]
+    slot = 4 + 2 * field_index
+    if slot >= vt_len:
+        return None
+    rel = struct.unpack_from("<H", buf, vtable + slot)[0]
+    return table + rel if rel else None
+
+
+def _deref(buf, off):
+    return off + _u32(buf, off)
+
+
+def _vector(buf, off):
+    start = _deref(buf, off)
+    return start + 4, _u32(buf, start)
+
+
+def _string(buf, off):
+    start, n = _vector(buf, off)
+    return bytes(buf[start:start + n]).decode("utf-8", "replace")
+
+
+def read_metadata_entries(buf: bytes) -> dict[str, bytes]:
+    """All named metadata buffers of a TFLite flatbuffer."""
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise ModelFileError("not a TFLite model (the file identifier TFL3 is missing)")
+    root = _u32(buf, 0)
+    meta_f = _table_field(buf, root, 6)
+    bufs_f = _table_field(buf, root, 4)
+    if meta_f is None or bufs_f is None:
+        return {}
+    bufs_start, n_bufs = _vector(buf, bufs_f)
+    meta_start, n_meta = _vector(buf, meta_f)
+    out = {}
+    for i in range(n_meta):
+        entry = _deref(buf, meta_start + 4 * i)
+        name_f, index_f = _table_field(buf, entry, 0), _table_field(buf, entry, 1)
+        if name_f is None or index_f is None:
+            continue
+        index = _u32(buf, index_f)
+        if index >= n_bufs:
+            continue
+        b = _deref(buf, bufs_start + 4 * index)
+        data_f = _table_field(buf, b, 0)
+        if data_f is None:
+            out[_string(buf, name_f)] = b""
+            continue
+        start, n = _vector(buf, data_f)
+        out[_string(buf, name_f)] = bytes(buf[start:start + n])
+    return out
+
+
+def read_metadata(model: bytes | str | Path) -> dict:
+    """edgeemo metadata of a model (bytes or path), merged over the defaults; ``embedded`` says whether
+    the file carried its own."""
+    buf = Path(model).read_bytes() if not isinstance(model, (bytes, bytearray)) else model
+    raw = read_metadata_entries(buf).get(METADATA_NAME)
+    meta = json.loads(json.dumps(DEFAULTS))
+    if raw:
+        try:
+            found = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFileError(f"the {METADATA_NAME!r} metadata is not valid JSON: {exc}") from exc
+        meta.update(found)
+    meta["embedded"] = bool(raw)
+    validate(meta)
+    return meta
+
+
+def validate(meta: dict) -> None:
+    labels = meta.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ModelFileError("metadata 'labels' must be a non-empty list of names")
+    inp = meta.get("input", {})
+    if not isinstance(inp.get("size"), int) or inp["size"] < 8 or inp.get("channels") not in (1, 3):
+        raise ModelFileError("metadata 'input' needs an integer size >= 8 and channels 1 or 3")
+    norm = meta.get("normalization", {})
+    if not float(norm.get("std", 0)):
+        raise ModelFileError("metadata 'normalization.std' must be non-zero")
+
+
+def embed_metadata(model: bytes, meta: dict) -> bytes:
+    """Return a copy of the TFLite flatbuffer with ``meta`` stored as the ``edgeemo`` metadata buffer
+    (replacing an earlier one)."""
+    import flatbuffers
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+    except ImportError:  # pragma: no cover - TensorFlow ships the same module
+        from tensorflow.lite.python import schema_py_generated as schema
+
+    clean = {k: v for k, v in meta.items() if k != "embedded"}
+    validate({**DEFAULTS, **clean})
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
+    payload = json.dumps(clean, sort_keys=True).encode("utf-8")
+    m.metadata = [e for e in (m.metadata or []) if (e.name or b"").decode() != METADATA_NAME] or []
+    buf = schema.BufferT()
+    buf.data = list(payload)
+    m.buffers = list(m.buffers or []) + [buf]
+    entry = schema.MetadataT()
+    entry.name = METADATA_NAME
+    entry.buffer = len(m.buffers) - 1
+    m.metadata.append(entry)
+    b = flatbuffers.Builder(len(model) + len(payload) + 1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    return bytes(b.Output())

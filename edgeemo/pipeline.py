@@ -1,0 +1,114 @@
+"""The whole device path: read image -> detect faces -> crop and normalise -> int8 inference -> record.
+
+    >>> import edgeemo
+    >>> clf = edgeemo.Classifier()                      # the default model, detector "auto"
+    >>> rec = clf.classify_image("photo.jpg")           # or a numpy array (gray, BGR, BGRA)
+    >>> [f["label"] for f in rec["faces"]]
+
+Bad input never raises: the record's ``status`` is ``unreadable`` or ``error`` and ``error`` says why.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from . import crop, imageio
+from .detect import DetectOptions, make_detector
+from .record import make_record
+from .runtime import Model
+
+log = logging.getLogger("edgeemo")
+
+
+@dataclass
+class Analysis:
+    record: dict
+    image: imageio.Image | None
+
+
+class Classifier:
+    def __init__(self, model: str | os.PathLike | Model | None = None, detector: str = "auto",
+                 detector_model: str | os.PathLike | None = None, threads: int = 1,
+                 min_face: int = 24, max_faces: int = 20, score_threshold: float = 0.6,
+                 max_pixels: int = imageio.MAX_PIXELS):
+        self.model = model if isinstance(model, Model) else Model(model, threads)
+        self.detector = make_detector(detector, detector_model,
+                                      DetectOptions(min_face, max_faces, score_threshold))
+        self.max_pixels = max_pixels
+        self._model_ref = {"name": self.model.name, "sha256": self.model.sha256}
+
+    @property
+    def labels(self) -> list[str]:
+        return self.model.labels
+
+    def faces_to_inputs(self, pixels: np.ndarray, boxes) -> np.ndarray:
+        m = self.model
+        if getattr(self.detector, "precropped", False):
+            crops = [crop.whole_image(pixels, m.size, m.channels)]
+        else:
+            crops = [crop.crop_face(pixels, b.xywh, m.size, m.margin, m.channels) for b in boxes]
+        return np.stack(crops).reshape(len(crops), m.size, m.size, m.channels)
+
+    def analyze(self, source, **extra) -> Analysis:
+        """Classify one image (path or array); returns the record and the decoded image (None on failure)."""
+        name = None if isinstance(source, np.ndarray) else str(source)
+        image = None
+        try:
+            image = imageio.from_array(source) if name is None else imageio.read_image(source, self.max_pixels)
+            boxes = self.detector.detect(image.pixels)
+            if not boxes:
+                return Analysis(make_record(name, image.sha256, "no_face", None, image.width, image.height,
+                                            [], self._model_ref, **extra), image)
+            probs = self.model.predict(self.faces_to_inputs(image.pixels, boxes))
+            faces = []
+            for b, p in zip(boxes, probs):
+                k = int(np.argmax(p))
+                faces.append({"box": [b.x, b.y, b.w, b.h], "score": round(float(b.score), 4),
+                              "label": self.labels[k], "confidence": round(float(p[k]), 4),
+                              "probs": {lab: round(float(v), 4) for lab, v in zip(self.labels, p)}})
+            return Analysis(make_record(name, image.sha256, "ok", None, image.width, image.height, faces,
+                                        self._model_ref, **extra), image)
+        except imageio.ImageError as exc:
+            return Analysis(make_record(name, getattr(exc, "sha256", None), exc.status, str(exc),
+                                        model=self._model_ref, **extra), None)
+        except MemoryError:
+            return Analysis(make_record(name, image.sha256 if image else None, "error",
+                                        f"{name}: out of memory while processing this image",
+                                        model=self._model_ref, **extra), None)
+        except Exception as exc:  # noqa: BLE001 - a bad file must never stop a run
+            log.debug("unexpected failure on %s", name, exc_info=True)
+            return Analysis(make_record(name, image.sha256 if image else None, "error",
+                                        f"{name or 'array'}: {type(exc).__name__}: {exc}",
+                                        image.width if image else None, image.height if image else None,
+                                        model=self._model_ref, **extra), None)
+
+    def classify_image(self, source, **extra) -> dict:
+        """The result record for one image path or numpy array."""
+        return self.analyze(source, **extra).record
+
+    def classify_many(self, sources: Iterable) -> Iterator[dict]:
+        for s in sources:
+            yield self.classify_image(s)
+
+
+def iter_inputs(paths: Iterable[str | os.PathLike], recursive: bool = False) -> Iterator[Path]:
+    """Files named on the command line, and the files inside named folders (all of them: images are
+    recognised by content, so a non-image gets its own 'unreadable' record). Hidden files are skipped
+    inside folders. A path that does not exist is yielded as is, to get its record."""
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            walker = p.rglob("*") if recursive else p.iterdir()
+            for f in sorted(walker):
+                rel = f.relative_to(p).parts
+                if any(part.startswith(".") for part in rel):
+                    continue
+                if f.is_file() or (f.is_symlink() and not f.is_dir()):
+                    yield f
+        else:
+            yield p

@@ -1,0 +1,150 @@
+"""int8 inference: load a .tflite model with whichever TFLite interpreter is installed and run faces.
+
+Interpreter packages are tried in order at first use: ``ai_edge_litert`` (LiteRT), ``tflite_runtime``
+(frozen at 2.14, fails with numpy 2: a fallback only), ``tensorflow.lite`` (workstations). Full-int8
+models (int8 input and output) are quantised and dequantised with the tensors' own scale and zero point;
+float models are fed floats.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from . import modelfile
+from .modelfile import ModelFileError
+
+DEFAULT_MODEL_NAME = "edgeemo-default.tflite"
+_BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+
+
+class RuntimeUnavailable(RuntimeError):
+    pass
+
+
+@lru_cache(maxsize=1)
+def interpreter_class():
+    """(module name, Interpreter class) of the first importable TFLite runtime."""
+    tried = []
+    for mod in _BACKENDS:
+        try:
+            m = importlib.import_module(mod)
+            return mod, m.Interpreter
+        except Exception as exc:  # ImportError, or tflite_runtime's numpy-2 failure
+            tried.append(f"{mod}: {type(exc).__name__}: {exc}".splitlines()[0])
+    raise RuntimeUnavailable("no TFLite interpreter could be loaded; install ai-edge-litert "
+                             "(pip install ai-edge-litert). Tried: " + "; ".join(tried))
+
+
+def default_model_path() -> Path | None:
+    """The model shipped inside the package, or None if this build has none."""
+    p = resources.files("edgeemo").joinpath("models", DEFAULT_MODEL_NAME)
+    try:
+        return Path(str(p)) if p.is_file() else None
+    except OSError:
+        return None
+
+
+def resolve_model_path(model: str | os.PathLike | None) -> Path:
+    if model is None:
+        env = os.environ.get("EDGEEMO_MODEL")
+        if env:
+            model = env
+        else:
+            p = default_model_path()
+            if p is None:
+                raise ModelFileError("no default model is installed with this edgeemo build; "
+                                     "pass --model FILE.tflite (or set EDGEEMO_MODEL)")
+            return p
+    p = Path(model).expanduser()
+    if not p.is_file():
+        raise ModelFileError(f"{p}: model file not found")
+    return p
+
+
+class Model:
+    """A TFLite emotion model and its metadata.
+
+    ``predict(faces)`` takes uint8 faces shaped (N, size, size) or (N, size, size, channels), pixels 0..255,
+    and returns float32 probabilities (N, len(labels)).
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, threads: int = 1):
+        self.path = resolve_model_path(path)
+        data = self.path.read_bytes()
+        try:
+            self.meta = modelfile.read_metadata(data)
+        except ModelFileError as exc:
+            raise ModelFileError(f"{self.path}: {exc}") from None
+        self.sha256 = hashlib.sha256(data).hexdigest()
+        self.name = self.meta.get("name") or self.path.stem
+        self.labels = list(self.meta["labels"])
+        self.size = int(self.meta["input"]["size"])
+        self.channels = int(self.meta["input"]["channels"])
+        self.margin = float(self.meta.get("crop_margin", 0.0))
+        norm = self.meta["normalization"]
+        self._mean, self._std = float(norm["mean"]), float(norm["std"])
+        self.backend, cls = interpreter_class()
+        try:
+            self._interp = cls(model_content=data, num_threads=max(1, int(threads)))
+            self._interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelFileError(f"{self.path}: the interpreter rejected the model ({exc})") from None
+        self.threads = threads
+        inp = self._interp.get_input_details()[0]
+        out = self._interp.get_output_details()[0]
+        self._in, self._out = inp, out
+        shape = list(inp["shape"])
+        if len(shape) != 4 or shape[1] != self.size or shape[2] != self.size or shape[3] != self.channels:
+            raise ModelFileError(f"{self.path}: input tensor {shape} does not match the metadata "
+                                 f"({self.size}x{self.size}x{self.channels})")
+        if int(out["shape"][-1]) != len(self.labels):
+            raise ModelFileError(f"{self.path}: {out['shape'][-1]} outputs but {len(self.labels)} labels")
+        self.input_dtype = np.dtype(inp["dtype"])
+        self.output_dtype = np.dtype(out["dtype"])
+        self.quantized = self.input_dtype in (np.int8, np.uint8)
+        if int(shape[0]) != 1:
+            self._interp.resize_tensor_input(inp["index"], [1, self.size, self.size, self.channels])
+            self._interp.allocate_tensors()
+
+    def info(self) -> dict:
+        return {**{k: v for k, v in self.meta.items()}, "file": str(self.path), "sha256": self.sha256,
+                "bytes": self.path.stat().st_size, "input_dtype": str(self.input_dtype),
+                "output_dtype": str(self.output_dtype), "runtime": self.backend}
+
+    def _quantize_input(self, faces: np.ndarray) -> np.ndarray:
+        x = (faces.astype(np.float32) - self._mean) / self._std
+        if not self.quantized:
+            return x.astype(self.input_dtype)
+        scale, zero = self._in["quantization"]
+        info = np.iinfo(self.input_dtype)
+        return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(self.input_dtype)
+
+    def _dequantize_output(self, y: np.ndarray) -> np.ndarray:
+        if self.output_dtype in (np.int8, np.uint8):
+            scale, zero = self._out["quantization"]
+            return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+        return y.astype(np.float32)
+
+    def predict(self, faces: np.ndarray) -> np.ndarray:
+        faces = np.asarray(faces)
+        if faces.ndim == 3:
+            faces = faces[..., None]
+        if faces.shape[1:] != (self.size, self.size, self.channels):
+            raise ValueError(f"faces must be (N, {self.size}, {self.size}, {self.channels}), got {faces.shape}")
+        n = faces.shape[0]
+        if n == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        x = self._quantize_input(faces)
+        out = np.empty((n, len(self.labels)), np.float32)
+        # One face per invoke: the tensors stay allocated for batch 1, the common case on a device.
+        for i in range(n):
+            self._interp.set_tensor(self._in["index"], x[i:i + 1])
+            self._interp.invoke()
+            out[i] = self._dequantize_output(self._interp.get_tensor(self._out["index"]))[0]
+        return out

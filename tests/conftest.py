@@ -1,0 +1,55 @@
+"""Shared fixtures. Real data lives in ../shared/data beside the checkout (CI has it there too)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGEEMO_SHARED", ROOT.parent / "shared"))
+DATA = SHARED / "data"
+YUNET = SHARED / "models" / "face_detection_yunet_2026may.onnx"
+
+
+def need(path: Path) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: the tests read real data from ../shared beside the checkout "
+                    f"(set EDGEEMO_SHARED to point elsewhere)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    return need(DATA)
+
+
+@pytest.fixture(scope="session")
+def yunet_model() -> Path:
+    return need(YUNET)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny full-int8 model (untrained 'tiny' recipe) with edgeemo metadata: for plumbing tests."""
+    pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    from edgeemo import modelfile
+    from edgeemo_convert import archs
+    from edgeemo_convert.quantize import to_tflite
+    import keras
+
+    keras.utils.set_random_seed(0)
+    km = archs.build("tiny")
+    calib = np.random.default_rng(0).integers(0, 256, (16, 48, 48, 1), dtype=np.uint8)
+    flat = modelfile.embed_metadata(to_tflite(km, calib), {"name": "tiny-test", "version": "0"})
+    path = tmp_path_factory.mktemp("model") / "tiny.int8.tflite"
+    path.write_bytes(flat)
+    return path
+
+
+@pytest.fixture(scope="session")
+def device_model(tiny_model) -> Path:
+    """The model the device tests run: the shipped default if this build has one, else the tiny model."""
+    from edgeemo.runtime import default_model_path
+    return default_model_path() or tiny_model

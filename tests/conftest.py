@@ -49,7 +49,7 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def device_model(tiny_model) -> Path:
+def device_model(request) -> Path:
     """The model the device tests run: the shipped default if this build has one, else the tiny model."""
     from edgeemo.runtime import default_model_path
-    return default_model_path() or tiny_model
+    return default_model_path() or request.getfixturevalue("tiny_model")

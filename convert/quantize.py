@@ -51,7 +51,10 @@ def to_tflite(keras_model, calib: np.ndarray | None) -> bytes:
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
-    return conv.convert()
+    import contextlib
+    import io
+    with contextlib.redirect_stdout(io.StringIO()):     # the converter prints its SavedModel signature
+        return conv.convert()
 
 
 def run_metadata(model_path: Path) -> dict:

@@ -34,7 +34,7 @@ class Analysis:
 class Classifier:
     def __init__(self, model: str | os.PathLike | Model | None = None, detector: str = "auto",
                  detector_model: str | os.PathLike | None = None, threads: int = 1,
-                 min_face: int = 24, max_faces: int = 20, score_threshold: float = 0.6,
+                 min_face: int = 24, max_faces: int = 50, score_threshold: float = 0.6,
                  max_pixels: int = imageio.MAX_PIXELS):
         self.model = model if isinstance(model, Model) else Model(model, threads)
         self.detector = make_detector(detector, detector_model,

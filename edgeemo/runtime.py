@@ -31,6 +31,8 @@ class RuntimeUnavailable(RuntimeError):
 def interpreter_class():
     """(module name, Interpreter class) of the first importable TFLite runtime."""
     tried = []
+    # Keep the runtime's C++ INFO lines ("Created TensorFlow Lite XNNPACK delegate") off the user's terminal.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for mod in _BACKENDS:
         try:
             m = importlib.import_module(mod)

@@ -46,7 +46,7 @@ class Face:
 @dataclass(frozen=True)
 class DetectOptions:
     min_face: int = 24          # smallest face side, in pixels of the original image
-    max_faces: int = 20
+    max_faces: int = 50
     score_threshold: float = 0.6
 
 

@@ -64,7 +64,7 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
     """(width, height) from the header without decoding, where cheap; None if unknown."""
     try:
         if fmt == "png":
-            return struct.unpack(">II", data[16:24])
+            return struct.unpack(">II", data[16:24]) if data[12:16] == b"IHDR" else None
         if fmt == "bmp":
             w, h = struct.unpack("<ii", data[18:26])
             return abs(w), abs(h)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import sys
+from contextlib import contextmanager
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -31,8 +33,6 @@ class RuntimeUnavailable(RuntimeError):
 def interpreter_class():
     """(module name, Interpreter class) of the first importable TFLite runtime."""
     tried = []
-    # Keep the runtime's C++ INFO lines ("Created TensorFlow Lite XNNPACK delegate") off the user's terminal.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     for mod in _BACKENDS:
         try:
             m = importlib.import_module(mod)
@@ -69,6 +69,26 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
     return p
 
 
+@contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 while the interpreter is built: TFLite prints an INFO line ("Created
+    TensorFlow Lite XNNPACK delegate for CPU") there that no setting turns off. Errors still arrive as
+    Python exceptions."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class Model:
     """A TFLite emotion model and its metadata.
 
@@ -93,8 +113,9 @@ class Model:
         self._mean, self._std = float(norm["mean"]), float(norm["std"])
         self.backend, cls = interpreter_class()
         try:
-            self._interp = cls(model_content=data, num_threads=max(1, int(threads)))
-            self._interp.allocate_tensors()
+            with _quiet_stderr():
+                self._interp = cls(model_content=data, num_threads=max(1, int(threads)))
+                self._interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{self.path}: the interpreter rejected the model ({exc})") from None
         self.threads = threads

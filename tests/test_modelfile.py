@@ -1,0 +1,64 @@
+"""Metadata inside the .tflite flatbuffer, and the runtime's int8 quantisation of inputs and outputs."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edgeemo import modelfile
+from edgeemo.modelfile import ModelFileError
+from edgeemo.runtime import Model
+
+
+def test_metadata_round_trip_and_replacement(tiny_model, tmp_path):
+    raw = tiny_model.read_bytes()
+    meta = modelfile.read_metadata(raw)
+    assert meta["embedded"] and meta["name"] == "tiny-test"
+    new = modelfile.embed_metadata(raw, {**meta, "name": "renamed", "crop_margin": 0.3,
+                                         "metrics": {"accuracy": 0.5}})
+    entries = modelfile.read_metadata_entries(new)
+    assert list(entries).count("edgeemo") == 1                   # replaced, not duplicated
+    got = modelfile.read_metadata(new)
+    assert got["name"] == "renamed" and got["crop_margin"] == 0.3 and got["metrics"] == {"accuracy": 0.5}
+    # The rewritten file still runs and gives the same answers.
+    p = tmp_path / "renamed.tflite"
+    p.write_bytes(new)
+    faces = np.random.default_rng(1).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    assert np.array_equal(Model(p).predict(faces), Model(tiny_model).predict(faces))
+
+
+def test_model_without_metadata_uses_defaults(tiny_model):
+    from ai_edge_litert import schema_py_generated as schema
+    import flatbuffers
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(tiny_model.read_bytes(), 0))
+    m.metadata = [e for e in m.metadata if e.name not in (b"edgeemo", "edgeemo")]
+    b = flatbuffers.Builder(0)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    meta = modelfile.read_metadata(bytes(b.Output()))
+    assert meta["embedded"] is False and meta["labels"] == list(modelfile.DEFAULTS["labels"])
+
+
+def test_bad_files_and_bad_metadata(tiny_model, tmp_path):
+    with pytest.raises(ModelFileError, match="not a TFLite model"):
+        modelfile.read_metadata(b"\x00" * 64)
+    with pytest.raises(ModelFileError, match="labels"):
+        modelfile.embed_metadata(tiny_model.read_bytes(), {"labels": []})
+    wrong = tmp_path / "wrong.tflite"
+    wrong.write_bytes(modelfile.embed_metadata(tiny_model.read_bytes(), {"labels": ["a", "b"]}))
+    with pytest.raises(ModelFileError, match="7 outputs but 2 labels"):
+        Model(wrong)
+
+
+def test_int8_input_quantisation_uses_the_tensor_parameters(tiny_model):
+    m = Model(tiny_model)
+    assert m.quantized and m.input_dtype == np.int8
+    scale, zero = m._in["quantization"]
+    faces = np.resize(np.arange(256), (1, 48, 48)).astype(np.uint8)      # every pixel value
+    q = m._quantize_input(faces[..., None])
+    expected = np.clip(np.round(faces / 255.0 / scale) + zero, -128, 127)
+    assert np.array_equal(q[..., 0], expected.astype(np.int8))
+    probs = m.predict(faces)
+    assert probs.shape == (1, 7) and abs(float(probs.sum()) - 1.0) < 0.05
+    info = m.info()
+    assert json.dumps(info) and info["input_dtype"] == "int8"

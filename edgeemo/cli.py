@@ -60,8 +60,11 @@ def _make_classifier(model, detector, detector_model, threads, min_face, max_fac
         clf = Classifier(model, detector, detector_model, threads, min_face, max_faces, score_threshold)
     except (ModelFileError, DetectorError, RuntimeUnavailable) as exc:
         _fail(str(exc))
-    log.info("model %s (%s, %s), detector %s", clf.model.name, clf.model.path.name,
-             "int8" if clf.model.quantized else "float", clf.detector.name)
+    where = getattr(clf.detector, "model_path", None)
+    note = f" ({where})" if where else (" (YuNet model file not found; see --detector-model)"
+                                        if detector == "auto" and clf.detector.name == "haar" else "")
+    typer.echo(f"edgeemo: model {clf.model.name} ({'int8' if clf.model.quantized else 'float'}), "
+               f"detector {clf.detector.name}{note}", err=True)
     return clf
 
 
@@ -243,11 +246,45 @@ def train(
     cfg = TrainConfig(arch=arch, optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       patience=patience, augment=not no_augment, class_weights=not no_class_weights,
                       time_budget_min=time_budget, input_size=input_size)
+    from .detect import DetectorError
     try:
         commands.train(data, dataset, out, cfg, val_split, cv, resume, detector, detector_model,
                        echo=lambda s: typer.echo(s, err=True))
-    except DatasetError as exc:
+    except (DatasetError, DetectorError) as exc:
         _fail(str(exc))
+
+
+@app.command()
+def study(
+    data: Path = typer.Option(..., "--data", help="JAFFE-format folder: flat images named like KA.AN1.39.tiff."),
+    out: Path = typer.Option(Path("runs/study"), "--out", help="Folder for study.json, study.md and per-run reports."),
+    epochs: int = typer.Option(30, "--epochs", help="Epochs per training (every run, every fold)."),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random split and of training."),
+    test_images: int = typer.Option(64, "--test-images", help="Size of the random test split (the study's: 64)."),
+    runs: Optional[str] = typer.Option(None, "--runs", help="Runs as recipe:optimizer,... (default: seed-basic:adam, "
+                                       "seed-dropout:adam, seed-best:adam, seed-best:sgd, seed-best:nadam)."),
+    no_loso: bool = typer.Option(False, "--no-loso", help="Skip leave-one-subject-out (random split only)."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke run: 2 epochs, 3 people left out; not comparable."),
+    augment: bool = typer.Option(False, "--augment", help="Augment training images (the study did not)."),
+    input_size: int = typer.Option(128, "--input-size", help="Face side in pixels (the study's: 128)."),
+    detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP),
+    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
+):
+    """Reproduce the JAFFE study: its three CNNs on a random split beside leave-one-subject-out."""
+    study_mod = _convert_module("study")
+    from edgeemo_convert.datasets import DatasetError
+    from .detect import DetectorError
+    try:
+        opts = study_mod.StudyOptions(epochs=epochs, batch_size=batch_size, seed=seed, test_images=test_images,
+                                      input_size=input_size, runs=study_mod.parse_runs(runs), loso=not no_loso,
+                                      augment=augment, quick=quick, detector=detector,
+                                      detector_model=str(detector_model) if detector_model else None)
+        result = study_mod.run_study(data, out, opts, echo=lambda s: typer.echo(s, err=True))
+    except (DatasetError, DetectorError, ValueError) as exc:
+        _fail(str(exc))
+    typer.echo(study_mod.markdown_table(result))
+    typer.echo(f"wrote {out / 'study.json'} and {out / 'study.md'}", err=True)
 
 
 @app.command()
@@ -270,9 +307,11 @@ def evaluate(
     needs_tf = model.suffix != ".tflite"
     evaluation = _convert_module("evaluation") if needs_tf else __import__("edgeemo_convert.evaluation").evaluation
     from edgeemo_convert.datasets import DatasetError
+    from .detect import DetectorError
+    from .modelfile import ModelFileError
     try:
         rep = evaluation.evaluate(model, data, dataset, split, detector, detector_model, limit, out, threads)
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
+    except (DatasetError, DetectorError, ModelFileError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps({k: rep[k] for k in ("n", "accuracy", "macro_f1")} |
                           {"per_class_f1": {k: v["f1"] for k, v in rep["per_class"].items()}}, indent=1))
@@ -295,14 +334,17 @@ def convert(
     force: bool = typer.Option(False, "--force", help="Write even if int8 loses more than 1.5 points."),
     float_model: bool = typer.Option(False, "--float", help="Write a float32 TFLite instead (for comparison)."),
     seed: int = typer.Option(0, "--seed"),
+    detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
+    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
 ):
     """Full-integer int8 conversion with embedded metadata, and a float vs int8 report."""
     quant = _convert_module("quantize")
     from edgeemo_convert.datasets import DatasetError
+    from .detect import DetectorError
     try:
         rep = quant.convert(model, calib, dataset, out, name, version, margin, calib_size, check_size, force, seed, float_model,
-                            echo=lambda s: typer.echo(s, err=True))
-    except (DatasetError, FileNotFoundError) as exc:
+                            echo=lambda s: typer.echo(s, err=True), detector=detector, detector_model=detector_model)
+    except (DatasetError, DetectorError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     except quant.QuantizationRefused as exc:
         _fail(str(exc))

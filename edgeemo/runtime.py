@@ -35,8 +35,9 @@ def interpreter_class():
     tried = []
     for mod in _BACKENDS:
         try:
-            m = importlib.import_module(mod)
-            return mod, m.Interpreter
+            if mod == "tensorflow.lite":       # the API lives at tf.lite, not in the tensorflow.lite package
+                return mod, importlib.import_module("tensorflow").lite.Interpreter
+            return mod, importlib.import_module(mod).Interpreter
         except Exception as exc:  # ImportError, or tflite_runtime's numpy-2 failure
             tried.append(f"{mod}: {type(exc).__name__}: {exc}".splitlines()[0])
     raise RuntimeUnavailable("no TFLite interpreter could be loaded; install ai-edge-litert "

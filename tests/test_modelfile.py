@@ -62,3 +62,31 @@ def test_int8_input_quantisation_uses_the_tensor_parameters(tiny_model):
     assert probs.shape == (1, 7) and abs(float(probs.sum()) - 1.0) < 0.05
     info = m.info()
     assert json.dumps(info) and info["input_dtype"] == "int8"
+
+
+def test_interpreter_fallback_order(tiny_model, monkeypatch):
+    import importlib
+
+    from edgeemo import runtime
+    real = importlib.import_module
+    blocked = {"ai_edge_litert.interpreter", "tflite_runtime.interpreter"}
+
+    def fake(name, *a, **k):
+        if name in blocked:
+            raise ImportError(f"No module named {name!r} (blocked by the test)")
+        return real(name, *a, **k)
+
+    faces = np.random.default_rng(2).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    expected = Model(tiny_model).predict(faces)
+    monkeypatch.setattr(importlib, "import_module", fake)
+    runtime.interpreter_class.cache_clear()
+    try:
+        m = Model(tiny_model)
+        assert m.backend == "tensorflow.lite"
+        assert np.abs(m.predict(faces) - expected).max() <= 1 / 128      # same int8 kernels, at most 1 step apart
+        blocked.add("tensorflow")
+        runtime.interpreter_class.cache_clear()
+        with pytest.raises(runtime.RuntimeUnavailable, match="pip install ai-edge-litert"):
+            Model(tiny_model)
+    finally:
+        runtime.interpreter_class.cache_clear()

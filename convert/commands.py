@@ -27,6 +27,22 @@ def load_inputs(data, dataset: str, size: int, channels: int, detector: str = "a
     return fs, x
 
 
+def describe(fs, data, dataset: str) -> str:
+    """One line on what was read: images kept and what was skipped or removed, and why."""
+    n = fs.notes
+    parts = [f"skipped {n['blank_skipped']} blank", f"removed {n['duplicates_removed']} byte-identical duplicates",
+             f"{n['conflicting_labels_removed']} with conflicting labels"]
+    if n.get("train_copies_of_eval_images_removed"):
+        parts.append(f"{n['train_copies_of_eval_images_removed']} training copies of validation/test images")
+    if n.get("unreadable_skipped"):
+        parts.append(f"{n['unreadable_skipped']} unreadable")
+    for cls, k in (n.get("dropped_classes") or {}).items():
+        parts.append(f"dropped {k} of class {cls!r} (no canonical counterpart)")
+    if n.get("no_face_used_whole"):
+        parts.append(f"no face found in {n['no_face_used_whole']} (used whole)")
+    return f"{dataset}: {len(fs)} images from {data} ({', '.join(parts)})"
+
+
 def data_info(fs, data, dataset, tr_idx, va_idx) -> dict:
     return {"path": str(data), "dataset": dataset, "images": len(fs),
             "train_images": int(len(tr_idx)), "validation_images": int(len(va_idx)),
@@ -38,18 +54,18 @@ def train(data, dataset: str, out, cfg: TrainConfig, val_fraction: float = 0.15,
     recipe = archs.RECIPES[cfg.arch] if cfg.arch in archs.RECIPES else None
     if recipe is None:
         raise SystemExit(f"unknown architecture {cfg.arch!r}; choose one of {', '.join(archs.RECIPES)}")
+    if cv and cv != "loso" and not cv.isdigit():
+        raise SystemExit(f"--cv takes a number of folds or 'loso', not {cv!r}")
     size, ch = cfg.input_size or recipe.input_size, cfg.channels or recipe.channels
     fs, x = load_inputs(data, dataset, size, ch, detector, detector_model)
-    n = fs.notes
-    echo(f"{dataset}: {len(fs)} images from {data} (skipped {n['blank_skipped']} blank, removed "
-         f"{n['duplicates_removed']} byte-identical duplicates, {n['conflicting_labels_removed']} with "
-         f"conflicting labels)")
+    echo(describe(fs, data, dataset))
     out = Path(out)
     if cv:
         return cross_validate(fs, x, cfg, cv, out, dataset, echo)
     tr, va = prepare.holdout_split(fs, val_fraction, cfg.seed)
     if len(va) == 0 or len(tr) == 0:
-        raise SystemExit(f"{data}: cannot make both a training and a validation split from {len(fs)} images")
+        raise SystemExit(f"{data}: cannot make both a training and a validation split from {len(fs)} images "
+                         f"({len(tr)} / {len(va)}); add images (or people), or change --val-split")
     echo(f"training on {len(tr)} images, validating on {len(va)}"
          + (" (people kept apart)" if fs.has_subjects() and "train" not in set(fs.splits) else ""))
     model, history = fit(x[tr], fs.labels[tr], x[va], fs.labels[va], cfg, out, resume, echo)
@@ -58,33 +74,50 @@ def train(data, dataset: str, out, cfg: TrainConfig, val_fraction: float = 0.15,
     return rep
 
 
-def cross_validate(fs, x, cfg: TrainConfig, cv: str, out: Path, dataset: str, echo=print) -> dict:
-    """--cv K (stratified k-fold) or --cv loso (leave one subject out): mean and std over folds."""
+def cv_folds(fs, cv: str, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, train indices, test indices) for ``--cv K`` or ``--cv loso``."""
     if cv == "loso":
-        folds = [(f"subject {s}", tr, te) for s, tr, te in prepare.leave_one_subject_out(fs.subjects)]
-    else:
-        try:
-            k = int(cv)
-        except ValueError:
-            raise SystemExit(f"--cv takes a number of folds or 'loso', not {cv!r}") from None
-        folds = [(f"fold {i + 1}", tr, te) for i, (tr, te) in enumerate(prepare.kfold(fs.labels, k, cfg.seed))]
+        if not fs.has_subjects():
+            raise SystemExit(f"--cv loso needs the person of every image, and this {fs.name or 'data'} set does "
+                             f"not name them (JAFFE and CK+ file names do); use --cv K instead")
+        return [(f"subject {s}", tr, te) for s, tr, te in prepare.leave_one_subject_out(fs.subjects)]
+    try:
+        k = int(cv)
+    except ValueError:
+        raise SystemExit(f"--cv takes a number of folds or 'loso', not {cv!r}") from None
+    if not 2 <= k <= len(fs):
+        raise SystemExit(f"--cv {k}: the number of folds must be between 2 and the {len(fs)} images")
+    return [(f"fold {i + 1}", tr, te) for i, (tr, te) in enumerate(prepare.kfold(fs.labels, k, seed))]
+
+
+def cross_validate(fs, x, cfg: TrainConfig, cv: str, out: Path, dataset: str, echo=print,
+                   max_folds: int | None = None) -> dict:
+    """--cv K (stratified k-fold) or --cv loso (leave one subject out): mean and std over folds.
+
+    Each fold trains for the full number of epochs and is scored with its last weights: the test fold
+    is never used to pick an epoch or to stop early. ``max_folds`` runs only the first folds (smoke runs).
+    """
+    from .train import predict, write_report
+    folds = cv_folds(fs, cv, cfg.seed)
+    if max_folds:
+        folds = folds[:max_folds]
     out.mkdir(parents=True, exist_ok=True)
     fold_reports, y_all, p_all = [], [], []
+    fcfg = TrainConfig(**{**cfg.__dict__, "patience": 0})   # no peeking at the test fold
     for name, tr, te in folds:
-        fcfg = TrainConfig(**{**cfg.__dict__, "patience": 0})   # no peeking at the test fold
-        model, _ = fit(x[tr], fs.labels[tr], x[te], fs.labels[te], fcfg, None, False, echo=lambda s: None)
-        from .train import predict
+        model, _ = fit(x[tr], fs.labels[tr], x[te], fs.labels[te], fcfg, None, False, echo=lambda s: None,
+                       keep_best=False)
         pred = predict(model, x[te]).argmax(axis=1)
         rep = metrics.report(fs.labels[te], pred)
         rep["fold"] = name
         fold_reports.append(rep)
-        y_all.extend(fs.labels[te]), p_all.extend(pred)
+        y_all.extend(fs.labels[te])
+        p_all.extend(pred)
         echo(f"{name}: {len(te)} test images, accuracy {rep['accuracy']:.4f}, macro-F1 {rep['macro_f1']:.4f}")
     summary = metrics.summarize_folds(fold_reports)
     pooled = metrics.report(y_all, p_all)
-    result = {"cv": cv, "model": cfg.arch, "optimizer": cfg.optimizer, "dataset": dataset, **summary,
-              "pooled": pooled, "fold_reports": fold_reports}
-    from .train import write_report
+    result = {"cv": cv, "model": cfg.arch, "optimizer": cfg.optimizer, "dataset": dataset, "epochs": cfg.epochs,
+              **summary, "pooled": pooled, "fold_reports": fold_reports}
     (out / "cv_report.json").write_text(json.dumps(result, indent=1))
     write_report(pooled, out, "cv_pooled_report", f"{cfg.arch} {cv}-fold: pooled over folds")
     echo(f"{cv} cross-validation over {summary['folds']} folds: accuracy {summary['accuracy_mean']:.4f} "

@@ -77,6 +77,27 @@ def stratified_holdout(labels: np.ndarray, fraction: float, rng) -> tuple[np.nda
     return np.array(sorted(tr), dtype=np.int64), np.array(sorted(va), dtype=np.int64)
 
 
+def stratified_count_split(labels: np.ndarray, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, test) with exactly ``n_test`` test images, spread over the classes in proportion
+    (largest remainders), drawn at random with ``seed``. Subjects are ignored: this is the random split of
+    the original study, where the same people appear on both sides."""
+    labels = np.asarray(labels)
+    if not 0 < n_test < len(labels):
+        raise ValueError(f"a test split of {n_test} images needs more than {n_test} images (have {len(labels)})")
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts * n_test / len(labels)
+    take = np.floor(share).astype(int)
+    for i in np.argsort(-(share - take), kind="stable")[: n_test - take.sum()]:
+        take[i] += 1
+    test = []
+    for c, k in zip(classes, take):
+        idx = np.flatnonzero(labels == c)
+        test.extend(rng.choice(idx, k, replace=False))
+    test = np.sort(np.array(test, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(labels)), test), test
+
+
 def kfold(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified k-fold: each class dealt round-robin over the folds after a seeded shuffle."""
     if k < 2:

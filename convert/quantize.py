@@ -27,15 +27,11 @@ class QuantizationRefused(RuntimeError):
 
 
 def representative_faces(x: np.ndarray, y: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """``n`` faces spread over the classes in proportion, seeded."""
-    rng = np.random.default_rng(seed)
-    picks = []
-    for c in range(len(LABELS)):
-        idx = np.flatnonzero(y == c)
-        k = min(len(idx), max(1, int(round(n * len(idx) / len(y))))) if len(idx) else 0
-        picks.extend(rng.choice(idx, k, replace=False))
-    picks = np.array(picks[:n] if len(picks) > n else picks)
-    return x[np.sort(picks)]
+    """Exactly ``min(n, len(y))`` faces, spread over the classes in proportion to their counts, seeded."""
+    if n >= len(y):
+        return x
+    _, picks = prepare.stratified_count_split(y, n, seed)
+    return x[picks]
 
 
 def to_tflite(keras_model, calib: np.ndarray | None) -> bytes:
@@ -72,46 +68,38 @@ def run_metadata(model_path: Path) -> dict:
 
 
 def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", margin=0.15, calib_size=400,
-            check_size=2000, force=False, seed=0, float_model=False, echo=print) -> dict:
+            check_size=2000, force=False, seed=0, float_model=False, echo=print, detector="auto",
+            detector_model=None) -> dict:
     model = Path(model)
     if not model.is_file():
-        raise FileNotFoundError(f"{model}: model file not found")
+        raise FileNotFoundError(f"{model}: model file not found; pass the model.keras of a training run")
+    if calib_size < 1:
+        raise ValueError(f"--calib-size {calib_size}: the representative set needs at least 1 face (300-500 advised)")
     tf, keras = _tf()
-    km = keras.models.load_model(model)
+    try:
+        km = keras.models.load_model(model)
+    except Exception as exc:  # keras raises ValueError/OSError/zipfile errors for a bad file
+        raise ValueError(f"{model}: not a Keras model that can be loaded ({exc}); pass the model.keras "
+                         f"written by `edgeemo train`") from None
     size, ch = int(km.input_shape[1]), int(km.input_shape[3])
     fs = datasets.load(calib, dataset)
     det = None
-    if dataset in prepare.NEEDS_DETECTION:
+    if dataset in prepare.NEEDS_DETECTION and detector != "none":
         from edgeemo.detect import make_detector
-        det = make_detector("auto")
-    x = prepare.to_inputs(fs, size, ch, det, margin)
+        det = make_detector(detector, model_path=detector_model)
+    x = prepare.to_inputs(fs, size, ch, det, margin if det is not None else 0.0)
     tr, va = prepare.holdout_split(fs, 0.15, seed)
-    if not 1 <= calib_size <= len(tr):
-        raise ValueError(f"--calib-size must be between 1 and the {len(tr)} training faces")
+    if len(tr) == 0 or len(va) == 0:
+        raise ValueError(f"{calib}: {len(fs)} usable images are too few to split into a representative set "
+                         f"and a float-vs-int8 check; give more training data")
+    if calib_size > len(tr):
+        echo(f"only {len(tr)} training faces in {calib}; all of them form the representative set "
+             f"(300-500 are advised)")
+        calib_size = len(tr)
     calib_faces = representative_faces(x[tr], fs.labels[tr], calib_size, seed)
     echo(f"converting {model} ({'float32' if float_model else f'int8, {len(calib_faces)} representative faces'})")
     flat = to_tflite(km, None if float_model else calib_faces)
 
-    check = va[fixed_subset(len(va), check_size, seed)]
-    y = fs.labels[check]
-    p_float = predict(km, x[check]).argmax(axis=1)
-    out = Path(out) if out else model.with_suffix(".float.tflite" if float_model else ".int8.tflite")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(flat)
-    from edgeemo.runtime import Model
-    p_tfl = Model(tmp).predict(x[check]).argmax(axis=1)
-    acc_f, acc_q = float((p_float == y).mean()), float((p_tfl == y).mean())
-    agree = float((p_float == p_tfl).mean())
-    report = {"model": str(model), "out": str(out), "tensors": "float32" if float_model else "int8",
-              "check_images": int(len(check)), "float_accuracy": round(acc_f, 4),
-              "tflite_accuracy": round(acc_q, 4), "top1_agreement": round(agree, 4),
-              "accuracy_drop_points": round(100 * (acc_f - acc_q), 2), "keras_params": int(km.count_params())}
-    if not float_model and acc_f - acc_q > MAX_DROP and not force:
-        tmp.unlink()
-        raise QuantizationRefused(f"int8 accuracy {acc_q:.4f} is {100 * (acc_f - acc_q):.1f} points below float "
-                                  f"{acc_f:.4f} (limit 1.5); nothing written. Try another --calib-size or --seed, "
-                                  f"or pass --force")
     run = run_metadata(model)
     meta = {
         "name": name or model.parent.name or model.stem, "version": str(version), "labels": list(LABELS),
@@ -119,12 +107,39 @@ def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", m
         "normalization": {"mean": 0.0, "std": 255.0}, "crop_margin": margin,
         "dataset": {**run.get("dataset", {}), "calibration": {"path": str(calib), "dataset": dataset,
                                                               "faces": int(len(calib_faces))}},
-        "metrics": {**({"keras_validation": run["keras_validation"]} if "keras_validation" in run else {}),
-                    "conversion_check": {k: report[k] for k in ("check_images", "float_accuracy", "tflite_accuracy",
-                                                                "top1_agreement")}},
         "training": run.get("training", {}), "created": _dt.date.today().isoformat(),
-        "tensors": report["tensors"],
+        "tensors": "float32" if float_model else "int8",
     }
+    check = va[fixed_subset(len(va), check_size, seed)]
+    y = fs.labels[check]
+    p_float = predict(km, x[check]).argmax(axis=1)
+    out = Path(out) if out else model.with_suffix(".float.tflite" if float_model else ".int8.tflite")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    # The metadata goes in before the check: the runtime reads the input size and colour from it.
+    tmp.write_bytes(modelfile.embed_metadata(flat, {**meta, "metrics": {}}))
+    from edgeemo.runtime import Model
+    try:
+        p_tfl = Model(tmp).predict(x[check]).argmax(axis=1)
+    except Exception:
+        tmp.unlink(missing_ok=True)
+        raise
+    acc_f, acc_q = float((p_float == y).mean()), float((p_tfl == y).mean())
+    agree = float((p_float == p_tfl).mean())
+    report = {"model": str(model), "out": str(out), "tensors": meta["tensors"],
+              "calibration_faces": int(len(calib_faces)), "check_images": int(len(check)),
+              "float_accuracy": round(acc_f, 4), "tflite_accuracy": round(acc_q, 4),
+              "top1_agreement": round(agree, 4), "accuracy_drop_points": round(100 * (acc_f - acc_q), 2),
+              "keras_params": int(km.count_params())}
+    if not float_model and acc_f - acc_q > MAX_DROP and not force:
+        tmp.unlink()
+        raise QuantizationRefused(f"{model}: int8 accuracy {acc_q:.4f} is {100 * (acc_f - acc_q):.1f} points below "
+                                  f"float {acc_f:.4f} on {len(check)} validation faces (limit "
+                                  f"{100 * MAX_DROP:g}); {out} not written. Try another --calib-size or --seed, "
+                                  f"or pass --force to write it anyway")
+    meta["metrics"] = {**({"keras_validation": run["keras_validation"]} if "keras_validation" in run else {}),
+                       "conversion_check": {k: report[k] for k in ("check_images", "float_accuracy",
+                                                                   "tflite_accuracy", "top1_agreement")}}
     tmp.write_bytes(modelfile.embed_metadata(flat, meta))
     tmp.replace(out)
     report["bytes"] = out.stat().st_size

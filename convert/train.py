@@ -103,16 +103,23 @@ def _dataset(tf, x, y, w, batch, shuffle_seed=None, augment=None, n_classes=len(
 
 
 def predict(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Class probabilities for uint8 faces (N, S, S, C) with a Keras model."""
-    return model.predict(x.astype(np.float32) / 255.0, batch_size=batch, verbose=0)
+    """Class probabilities for uint8 faces (N, S, S, C) with a Keras model.
+
+    Runs the model eagerly batch by batch: ``model.predict`` would first trace a graph, which costs more
+    than the inference itself on the small test folds of cross-validation."""
+    out = [np.asarray(model(x[i:i + batch].astype(np.float32) / 255.0, training=False))
+           for i in range(0, len(x), batch)]
+    return np.concatenate(out) if out else np.zeros((0, int(model.output_shape[-1])), np.float32)
 
 
 def fit(x_tr, y_tr, x_val, y_val, cfg: TrainConfig, run_dir: str | Path | None = None,
-        resume: bool = False, echo=print):
-    """Train ``cfg.arch`` on uint8 faces; returns (best Keras model, history list).
+        resume: bool = False, echo=print, keep_best: bool = True):
+    """Train ``cfg.arch`` on uint8 faces; returns (Keras model, history list).
 
     With ``run_dir`` it checkpoints every epoch and can resume; without it (cross-validation folds) it
-    keeps the best weights in memory.
+    keeps the best weights in memory. With ``keep_best`` the returned model has the weights of the epoch
+    with the best validation accuracy; without it (when the "validation" faces are a test fold, which
+    must not choose the model) it has the last epoch's weights and the validation scores are only logged.
     """
     tf, keras = _tf()
     keras.utils.set_random_seed(cfg.seed)
@@ -181,7 +188,7 @@ def fit(x_tr, y_tr, x_val, y_val, cfg: TrainConfig, run_dir: str | Path | None =
         if cfg.time_budget_min and (time.time() - t_start) + row["seconds"] > cfg.time_budget_min * 60:
             echo(f"stopping: the next epoch would exceed the time budget of {cfg.time_budget_min:g} min")
             break
-    if best_weights is not None:
+    if keep_best and best_weights is not None:
         model.set_weights(best_weights)
     return model, history
 

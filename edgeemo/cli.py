@@ -202,6 +202,55 @@ def info(
         typer.echo(f"metric      {k}: {json.dumps(v)}")
 
 
+@app.command()
+def watch(
+    ctx: typer.Context,
+    inbox: Optional[Path] = typer.Argument(None, help="Folder to watch (or 'inbox' in the config file)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", envvar="EDGEEMO_CONFIG",
+                                          help="TOML file whose keys are these options; the command line wins."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for results.jsonl/.csv [INBOX/results]."),
+    done: Optional[Path] = typer.Option(None, "--done", help="Where processed files go [INBOX/done]."),
+    failed: Optional[Path] = typer.Option(None, "--failed", help="Where unreadable files go, each with "
+                                          "<name>.error.json [INBOX/failed]."),
+    format_: Optional[str] = typer.Option(None, "--format", "-f", help="jsonl or csv,jsonl [csv,jsonl]."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Files classified in parallel [1]."),
+    queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Files held in memory at once [256]."),
+    poll: Optional[bool] = typer.Option(None, "--poll/--no-poll", help="Poll instead of inotify (network "
+                                        "shares); a file is taken once its size and mtime are stable."),
+    settle: Optional[float] = typer.Option(None, "--settle", help="Seconds a polled file must stay unchanged [2]."),
+    camera: Optional[str] = typer.Option(None, "--camera", help="Classify camera frames instead: 0, 1, ... "
+                                         "(USB/V4L2), picamera2, or a video path/URL."),
+    interval: Optional[float] = typer.Option(None, "--interval", help="Seconds between camera frames [1]."),
+    save_frames: Optional[str] = typer.Option(None, "--save-frames", help="none, with-faces or all [none]."),
+    frames_dir: Optional[Path] = typer.Option(None, "--frames-dir", help="Saved frames [OUT/frames]."),
+    frames_max_mb: Optional[float] = typer.Option(None, "--frames-max-mb", help="Disk cap for saved frames; "
+                                                  "the oldest are deleted [500]."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="A .tflite model [shipped model, or "
+                                         "$EDGEEMO_MODEL]."),
+    detector: Optional[str] = typer.Option(None, "--detector", "-d", help=DETECTOR_HELP),
+    detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="YuNet ONNX file "
+                                                  "[$EDGEEMO_YUNET_MODEL]."),
+    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Interpreter threads per worker [1]."),
+    min_face: Optional[int] = typer.Option(None, "--min-face", help="Smallest face side, in pixels [24]."),
+    max_faces: Optional[int] = typer.Option(None, "--max-faces", help="At most this many faces per image [20]."),
+    score_threshold: Optional[float] = typer.Option(None, "--score-threshold", help="YuNet threshold [0.6]."),
+    log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning or error [info]."),
+):
+    """Watch a folder (or a camera): classify each new photo once, append the result, move it to done/ or
+    failed/. Runs until SIGTERM or Ctrl-C; speaks systemd's notify protocol when run as a service."""
+    from .config import SetupError
+    from .watch import run_watch
+    given = {k.rstrip("_").replace("_", "-"): v for k, v in ctx.params.items() if v is not None and k != "config"}
+    root = ctx.find_root()
+    if log_level is None and getattr(root.get_parameter_source("log_level"), "name", "") == "COMMANDLINE":
+        given["log-level"] = root.params["log_level"]      # `edgeemo --log-level debug watch ...`
+    try:
+        code = run_watch(given, config)
+    except SetupError as exc:
+        _fail(str(exc), 2)
+    raise typer.Exit(code)
+
+
 # --- workstation commands: edgeemo_convert and TensorFlow load only here ---------------------------------
 
 def _convert_module(name: str):

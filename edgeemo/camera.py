@@ -1,0 +1,282 @@
+"""Camera mode of `edgeemo watch`: classify a frame every ``--interval`` seconds.
+
+``--camera 0`` (or 1, ...) opens a USB/V4L2 camera, a device path or a video URL through cv2.VideoCapture;
+``--camera picamera2`` opens the Raspberry Pi CSI camera through picamera2 (imported only then; on Raspberry Pi
+OS it comes from apt, so the venv needs --system-site-packages). Records carry ``frame_time`` (UTC, when the
+frame was taken) and ``camera``; ``file`` is the saved frame, or null. ``--save-frames none|with-faces|all``
+keeps JPEG frames in ``--frames-dir`` (default OUT/frames), deleting the oldest beyond ``--frames-max-mb``.
+A camera that cannot be opened or stops delivering frames is retried with back-off (1 s doubling to 60 s);
+that is logged, never fatal.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+
+from .config import SetupError, WatchSettings
+from .watch import MAX_BACKOFF, FolderLock, ResultLog, Service, describe, make_classifiers, prepare_folder
+
+log = logging.getLogger("edgeemo")
+
+
+class CameraError(Exception):
+    """The camera cannot be opened or read now; the caller retries."""
+
+
+class OpenCVCamera:
+    """A V4L2 camera (index or /dev/videoN), or anything else cv2.VideoCapture opens (a file, an RTSP URL)."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.name = f"camera {spec}"
+        self._cap = None
+
+    def open(self) -> None:
+        import cv2
+        try:
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # our own message says it better
+        except AttributeError:
+            pass
+        if self.spec.isdigit():
+            cap = cv2.VideoCapture(int(self.spec), cv2.CAP_V4L2)
+            hint = (f"is it plugged in (ls /dev/video*; v4l2-ctl --list-devices)? Is the service user in the "
+                    f"'video' group?")
+        else:
+            cap = cv2.VideoCapture(self.spec)
+            hint = "check the path or URL"
+        if not cap.isOpened():
+            cap.release()
+            raise CameraError(f"{self.name} cannot be opened; {hint}")
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not one queued since the last interval
+        self._cap = cap
+
+    @property
+    def is_open(self) -> bool:
+        return self._cap is not None
+
+    def read(self) -> np.ndarray:
+        if self._cap is None:
+            raise CameraError(f"{self.name} is not open")
+        self._cap.grab()  # drop a frame the driver may have buffered since the last read
+        ok, frame = self._cap.read()
+        if not ok or frame is None or frame.size == 0:
+            raise CameraError(f"{self.name} stopped delivering frames (unplugged, or the stream ended)")
+        return frame
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class PiCamera:
+    """The Raspberry Pi CSI camera through picamera2 (libcamera); frames as BGR arrays ("RGB888")."""
+
+    SIZE = (1280, 960)
+
+    def __init__(self):
+        try:
+            from picamera2 import Picamera2
+        except ImportError as exc:
+            raise SetupError(f"--camera picamera2: the picamera2 package cannot be imported ({exc}). On Raspberry "
+                             f"Pi OS: sudo apt install python3-picamera2, and create the venv with "
+                             f"--system-site-packages (deploy/install.sh --picamera2 does both)") from None
+        self._cls = Picamera2
+        self._cam = None
+        self.name = "camera picamera2"
+
+    def open(self) -> None:
+        try:
+            cam = self._cls()
+            cam.configure(cam.create_preview_configuration(main={"format": "RGB888", "size": self.SIZE}))
+            cam.start()
+        except Exception as exc:  # noqa: BLE001 - picamera2 raises IndexError/RuntimeError when no camera answers
+            raise CameraError(f"{self.name} cannot be started ({type(exc).__name__}: {exc}); is the ribbon cable "
+                              f"seated, and does `rpicam-hello --list-cameras` see it?") from None
+        self._cam = cam
+
+    @property
+    def is_open(self) -> bool:
+        return self._cam is not None
+
+    def read(self) -> np.ndarray:
+        try:
+            return self._cam.capture_array("main")
+        except Exception as exc:  # noqa: BLE001
+            raise CameraError(f"{self.name} stopped delivering frames ({type(exc).__name__}: {exc})") from None
+
+    def close(self) -> None:
+        if self._cam is not None:
+            try:
+                self._cam.stop()
+                self._cam.close()
+            except Exception:  # noqa: BLE001 - closing a camera that is gone
+                pass
+            self._cam = None
+
+
+def open_source(spec: str):
+    return PiCamera() if spec.lower() == "picamera2" else OpenCVCamera(spec)
+
+
+class FrameStore:
+    """JPEG frames in a folder, the oldest deleted so that they never take more than ``max_bytes``."""
+
+    PREFIX = "frame-"
+
+    def __init__(self, folder: Path, max_bytes: int):
+        self.folder, self.max_bytes = folder, max_bytes
+        self._files: deque[tuple[Path, int]] = deque()
+        self.total = 0
+        for p in sorted(folder.glob(f"{self.PREFIX}*.jpg")):
+            try:
+                size = p.stat().st_size
+            except OSError:
+                continue
+            self._files.append((p, size))
+            self.total += size
+        self._warned = False
+        self._trim(0)
+
+    def _trim(self, incoming: int) -> None:
+        while self._files and self.total + incoming > self.max_bytes:
+            p, size = self._files.popleft()
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+            self.total -= size
+
+    def save(self, pixels: np.ndarray, when: _dt.datetime, seq: int) -> Path | None:
+        import cv2
+        ok, buf = cv2.imencode(".jpg", pixels, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        if not ok:
+            return None
+        data = buf.tobytes()
+        if len(data) > self.max_bytes:
+            if not self._warned:
+                log.warning("a frame (%d bytes) is larger than --frames-max-mb allows; frames are not saved",
+                            len(data))
+                self._warned = True
+            return None
+        self._trim(len(data))
+        path = self.folder / f"{self.PREFIX}{when:%Y%m%dT%H%M%S}{when.microsecond // 1000:03d}Z-{seq:06d}.jpg"
+        tmp = path.with_name("." + path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        self._files.append((path, len(data)))
+        self.total += len(data)
+        return path
+
+
+class CameraDaemon(Service):
+    def __init__(self, s: WatchSettings):
+        super().__init__(1)
+        self.s = s
+        self.source = open_source(s.camera)      # picamera2 missing: SetupError now, not later
+        self.out = prepare_folder(s.out, "results")
+        self.locks = [FolderLock(self.out)]
+        try:
+            self.clf = make_classifiers(s, 1)[0]
+            self.results = ResultLog(self.out, s.format, self.clf.labels)
+            self.frames = None
+            if s.save_frames != "none":
+                prepare_folder(s.frames_dir, "frames")
+                self.frames = FrameStore(s.frames_dir, int(s.frames_max_mb * 1024 * 1024))
+        except BaseException:
+            self._release_locks()
+            raise
+        self.state = "starting"
+        self._thread: threading.Thread | None = None
+
+    def _release_locks(self) -> None:
+        for lk in self.locks:
+            lk.release()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="edgeemo-camera", daemon=True)
+        self._thread.start()
+        log.info("%s: a frame every %.3g s; results in %s%s", self.source.name, self.s.interval,
+                 ", ".join(map(str, self.results.paths)),
+                 f"; frames ({self.s.save_frames}) in {self.s.frames_dir}" if self.frames else "")
+
+    def _loop(self) -> None:
+        backoff = 1.0
+        seq = 0
+        next_at = time.monotonic()
+        stop = self.stop_event
+        while not stop.is_set():
+            if not self.source.is_open:
+                try:
+                    self.source.open()
+                    log.info("%s opened", self.source.name)
+                    self.state = "running"
+                    next_at = time.monotonic()
+                except CameraError as exc:
+                    self.state = f"camera unavailable, retrying in {backoff:.0f} s"
+                    log.warning("%s; retrying in %.0f s", exc, backoff)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
+            if stop.wait(max(0.0, next_at - time.monotonic())):
+                break
+            self.health.busy(0)
+            try:
+                try:
+                    frame = self.source.read()
+                except CameraError as exc:
+                    self.source.close()
+                    self.state = f"camera lost, retrying in {backoff:.0f} s"
+                    log.warning("%s; retrying in %.0f s", exc, backoff)
+                    self.health.idle(0)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    continue
+                backoff = 1.0
+                self.frame(frame, seq)
+                seq += 1
+            finally:
+                self.health.idle(0)
+            next_at = max(next_at + self.s.interval, time.monotonic())
+        self.source.close()
+
+    def frame(self, pixels: np.ndarray, seq: int) -> None:
+        when = _dt.datetime.now(_dt.timezone.utc)
+        rec = self.clf.analyze(pixels, frame_time=when.isoformat(timespec="milliseconds"),
+                               camera=self.s.camera).record
+        keep = self.frames is not None and (self.s.save_frames == "all" or rec["faces"])
+        if keep:
+            try:
+                saved = self.frames.save(pixels, when, seq)
+                rec["file"] = str(saved) if saved else None
+            except OSError as exc:
+                log.warning("frame not saved to %s (%s)", self.s.frames_dir, exc.strerror or exc)
+        try:
+            self.results.append(rec)
+        except OSError as exc:
+            log.error("cannot append a frame's result to %s (%s); this frame is skipped (free some disk space "
+                      "or fix the folder's permissions)", self.out, exc.strerror or exc)
+            self.tally.add("lost")
+            return
+        self.tally.add(rec["status"])
+        log.debug("frame %d at %s: %s", seq, rec["frame_time"], describe(rec))
+
+    def status_text(self) -> str:
+        c = self.tally.snapshot()
+        n = c["ok"] + c["no_face"] + c["error"] + c["unreadable"]
+        return f"{self.source.name}: {self.state}; {n} frames ({c['ok']} with faces, {c['no_face']} without)"
+
+    def shutdown(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        self.source.close()
+        self.results.close()
+        self._release_locks()
+        log.info("stopped: %s", self.status_text())

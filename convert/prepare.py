@@ -38,6 +38,7 @@ def to_inputs(fs: FaceSet, size: int, channels: int = 1, detector=None, margin: 
             face = crop.whole_image(img, size, channels)
         out[i] = face.reshape(size, size, channels)
     if detector is not None:
+        fs.notes["detector"] = getattr(detector, "name", type(detector).__name__)
         fs.notes["no_face_used_whole"] = missed
         if missed:
             log.warning("%s: no face found in %d of %d images; those were used whole", fs.name, missed, len(fs))

@@ -139,7 +139,7 @@ def run_study(data, out, opts: StudyOptions | None = None, echo=print) -> dict:
 
     result = {
         "data": str(data), "images": len(fs), "people": people, "class_counts": fs.class_counts(),
-        "data_notes": fs.notes, "detector": opts.detector, "quick": opts.quick,
+        "data_notes": fs.notes, "detector": fs.notes.get("detector", "none"), "quick": opts.quick,
         "options": {**asdict(opts), "runs": [list(r) for r in opts.runs], "epochs_run": epochs},
         "random_split": {"seed": opts.seed, "test_images": int(len(te)), "train_images": int(len(tr))},
         "rows": rows, "seconds": round(time.time() - t_start, 1),
@@ -178,9 +178,12 @@ def markdown_table(result: dict) -> str:
     notes = [
         "",
         f"JAFFE-format data from `{result['data']}`: {result['images']} images, {len(result['people'])} people; "
-        f"{o['input_size']}x{o['input_size']} RGB faces cropped by the `{result['detector']}` detector; "
-        f"{o['epochs_run']} epochs, batch {o['batch_size']}, seed {o['seed']}, "
-        f"{'with' if o['augment'] else 'no'} augmentation; last-epoch weights scored.",
+        f"{o['input_size']}x{o['input_size']} RGB "
+        + (f"faces found by the `{result['detector']}` detector and cropped as on the device "
+           f"({result['data_notes'].get('no_face_used_whole', 0)} pictures without a face used whole); "
+           if result["detector"] != "none" else "whole pictures (no face detection); ")
+        + f"{o['epochs_run']} epochs, batch {o['batch_size']}, seed {o['seed']}, "
+          f"{'with' if o['augment'] else 'no'} augmentation; last-epoch weights scored.",
         "Random split: the same people appear in training and test images (as in the study). "
         "Leave-one-subject-out: each person's images are tested by a model that never saw her; "
         "mean ± standard deviation over people.",

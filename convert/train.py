@@ -160,7 +160,9 @@ def fit(x_tr, y_tr, x_val, y_val, cfg: TrainConfig, run_dir: str | Path | None =
     t_start = time.time() - state.get("elapsed_s", 0.0)
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.time()
-        h = model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch, validation_data=val_ds, verbose=0)
+        # shuffle=False: train_ds shuffles itself (seeded); Keras would only warn that it cannot.
+        h = model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch, validation_data=val_ds, verbose=0,
+                      shuffle=False)
         row = {"epoch": epoch + 1, **{k: round(float(v[-1]), 5) for k, v in h.history.items()},
                "lr": round(float(model.optimizer.learning_rate.numpy()), 7), "seconds": round(time.time() - t0, 1)}
         history.append(row)

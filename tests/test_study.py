@@ -61,7 +61,8 @@ def test_study_on_synthetic_jaffe(tmp_path):
     assert lines[2].startswith(f"| seed-basic | adam | 37,349 | {100 * basic['random_accuracy']:.1f}% | 46.9% | "
                                f"{100 * basic['loso_accuracy_mean']:.1f}% ± {100 * basic['loso_accuracy_std']:.1f}")
     assert lines[3].startswith("| seed-best | nadam | 7,954,391 |") and "| 98.4% |" in lines[3]
-    assert "QUICK" not in table
+    assert "QUICK" not in table and "whole pictures (no face detection)" in table
+    assert result["detector"] == "none"
 
 
 def test_study_errors_speak_to_the_user(tmp_path):
@@ -74,3 +75,16 @@ def test_study_errors_speak_to_the_user(tmp_path):
     assert res.exit_code == 1 and "needs at least 2 people" in res.output and "--no-loso" in res.output
     res = CliRunner().invoke(app, ["study", "--data", str(tmp_path / "one"), "--runs", "seed-best:rmsprop"])
     assert res.exit_code == 1 and "unknown optimizer 'rmsprop'" in res.output
+
+
+def test_quick_study_caps_epochs_and_people(tmp_path):
+    write_jaffe(tmp_path / "jaffe", subjects=("KA", "KL", "KM", "KR"), takes=1, palette=False)
+    opts = study.StudyOptions(epochs=30, quick=True, runs=(("seed-basic", "adam"),), input_size=32,
+                              detector="none")
+    result = study.run_study(tmp_path / "jaffe", tmp_path / "out", opts, echo=lambda s: None)
+    row = result["rows"][0]
+    assert result["options"]["epochs_run"] == study.QUICK_EPOCHS == 2
+    rep = json.loads((tmp_path / "out" / "seed-basic-adam" / "random_split_report.json").read_text())
+    assert len(rep["history"]) == 2
+    assert row["loso_folds"] == study.QUICK_FOLDS == 3 and list(row["loso_per_person"]) == ["KA", "KL", "KM"]
+    assert "QUICK RUN (2 epochs, 3 people left out)" in (tmp_path / "out" / "study.md").read_text()

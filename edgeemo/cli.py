@@ -315,10 +315,11 @@ def study(
                                        "seed-dropout:adam, seed-best:adam, seed-best:sgd, seed-best:nadam)."),
     no_loso: bool = typer.Option(False, "--no-loso", help="Skip leave-one-subject-out (random split only)."),
     quick: bool = typer.Option(False, "--quick", help="Smoke run: 2 epochs, 3 people left out; not comparable."),
-    augment: bool = typer.Option(False, "--augment", help="Augment training images (the study did not)."),
+    augment: bool = typer.Option(False, "--augment", help="Augment training images (off by default)."),
     input_size: int = typer.Option(128, "--input-size", help="Face side in pixels (the study's: 128)."),
     detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
+    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL",
+                                                  help="YuNet ONNX file (face_detection_yunet_*.onnx)."),
 ):
     """Reproduce the JAFFE study: its three CNNs on a random split beside leave-one-subject-out."""
     study_mod = _convert_module("study")

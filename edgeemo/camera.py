@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from .config import SetupError, WatchSettings
-from .watch import MAX_BACKOFF, FolderLock, ResultLog, Service, describe, make_classifiers, prepare_folder
+from .ledger import FolderLock, ResultLog, prepare_folder
+from .service import MAX_BACKOFF, Service, describe, make_classifiers
 
 log = logging.getLogger("edgeemo")
 

@@ -1,0 +1,263 @@
+#!/usr/bin/env bash
+# Install edgeemo as a systemd service on a 64-bit Raspberry Pi OS / Debian device, or remove it.
+# Run `deploy/install.sh --help` for the options. Safe to run again: it changes only what differs.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+Usage: sudo deploy/install.sh [OPTIONS]            install, or update, and start the service
+       sudo deploy/install.sh --uninstall [--purge]  remove it
+
+Installs:  /opt/edgeemo/venv                   a virtual environment with the edgeemo device package only
+                                               (no TensorFlow)
+           /etc/edgeemo/edgeemo.toml           the settings (never overwritten: a newer shipped version
+                                               is put beside it as edgeemo.toml.dist)
+           /etc/systemd/system/edgeemo.service, edgeemo-camera.service, edgeemo@.service
+           /var/lib/edgeemo/inbox              drop photos here (group edgeemo may write)
+           user and group edgeemo; the service is enabled and (re)started.
+
+Options:
+  --camera           enable edgeemo-camera.service (settings /etc/edgeemo/edgeemo-camera.toml) instead
+                     of the inbox service
+  --picamera2        the Raspberry Pi CSI camera: implies --camera, installs python3-picamera2 with apt
+                     and gives the venv --system-site-packages so that it can import it
+  --package SPEC     what pip installs (a wheel file, or e.g. "edgeemo==0.1.0"); default: this checkout
+  --no-package       create the venv but do not (re)install the package in it
+  --yunet FILE       install a YuNet face detector (face_detection_yunet_*.onnx) as
+                     /opt/edgeemo/models/face_detection_yunet.onnx, where detector "auto" finds it
+  --python PATH      the Python that creates the venv (default: python3; 3.10 or later)
+  --no-start         enable the service but do not (re)start it
+  --uninstall        stop and disable the services, remove the units and /opt/edgeemo; keeps the
+                     settings, the data (/var/lib/edgeemo) and the user
+  --purge            with --uninstall: also remove /etc/edgeemo, /var/lib/edgeemo and the user
+  --dry-run          print what would be done and change nothing
+  --destdir DIR      install the files under DIR (or set DESTDIR=DIR), for staging and tests: users,
+                     ownership, apt and systemctl are skipped (and listed). A venv made there has DIR in
+                     its paths, so it is for checking, not for copying to a device.
+  -h, --help         this text
+EOF
+}
+
+die() { echo "edgeemo-install: error: $*" >&2; exit 1; }
+say() { echo "edgeemo-install: $*"; }
+did() {                                            # did "installed" PATH, or "would be installed" in a dry run
+    if [[ $DRY_RUN -eq 1 ]]; then say "would be $1: $2"; else say "$1: $2"; fi
+}
+
+SRC_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DESTDIR="${DESTDIR:-}"
+PYTHON="${PYTHON:-python3}"
+DRY_RUN=0 UNINSTALL=0 PURGE=0 CAMERA=0 PICAMERA2=0 NO_PACKAGE=0 NO_START=0 PACKAGE="" YUNET=""
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --camera) CAMERA=1 ;;
+        --picamera2) CAMERA=1; PICAMERA2=1 ;;
+        --package) [[ $# -ge 2 ]] || die "--package needs a value"; PACKAGE="$2"; shift ;;
+        --no-package) NO_PACKAGE=1 ;;
+        --yunet) [[ $# -ge 2 ]] || die "--yunet needs a file"; YUNET="$2"; shift ;;
+        --python) [[ $# -ge 2 ]] || die "--python needs a path"; PYTHON="$2"; shift ;;
+        --no-start) NO_START=1 ;;
+        --uninstall) UNINSTALL=1 ;;
+        --purge) PURGE=1 ;;
+        --dry-run) DRY_RUN=1 ;;
+        --destdir) [[ $# -ge 2 ]] || die "--destdir needs a folder"; DESTDIR="$2"; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) die "unknown option $1 (see --help)" ;;
+    esac
+    shift
+done
+[[ $PURGE -eq 0 || $UNINSTALL -eq 1 ]] || die "--purge goes with --uninstall"
+if [[ -n $DESTDIR ]]; then
+    [[ $DESTDIR == /* ]] || DESTDIR="$(pwd)/$DESTDIR"
+    DESTDIR="${DESTDIR%/}"
+fi
+
+PREFIX=/opt/edgeemo
+VENV=$PREFIX/venv
+ETC=/etc/edgeemo
+UNITDIR=/etc/systemd/system
+STATE=/var/lib/edgeemo
+SERVICE_USER=edgeemo
+UNITS=(edgeemo.service edgeemo-camera.service edgeemo@.service)
+MAIN_UNIT=edgeemo.service
+if [[ $CAMERA -eq 1 ]]; then MAIN_UNIT=edgeemo-camera.service; fi
+
+root() { printf '%s%s' "$DESTDIR" "$1"; }          # a system path, under DESTDIR if set
+
+show() { printf '+'; printf ' %q' "$@"; printf '\n'; }
+
+run() {                                            # change files (under DESTDIR if set)
+    if [[ $DRY_RUN -eq 1 ]]; then show "$@"; else "$@"; fi
+}
+
+system() {                                         # change the running system: not under DESTDIR
+    if [[ -n $DESTDIR ]]; then
+        printf 'edgeemo-install: skipped under DESTDIR:'; printf ' %q' "$@"; printf '\n'
+    else
+        run "$@"
+    fi
+}
+
+install_file() {                                   # SRC DEST MODE: copy if the content differs
+    local src=$1 dest=$2 mode=$3
+    if [[ -f $dest ]] && cmp -s "$src" "$dest"; then
+        say "unchanged: $dest"
+        if [[ "$(stat -c %a "$dest")" != "${mode#0}" ]]; then run chmod "$mode" "$dest"; fi
+    else
+        run install -D -m "$mode" "$src" "$dest"
+        did installed "$dest"
+    fi
+}
+
+install_config() {                                 # SRC DEST: never overwrite the user's settings
+    local src=$1 dest=$2
+    if [[ ! -e $dest ]]; then
+        run install -D -m 0640 "$src" "$dest"
+        did installed "$dest"
+    elif cmp -s "$src" "$dest"; then
+        say "unchanged: $dest"
+    elif [[ -f $dest.dist ]] && cmp -s "$src" "$dest.dist"; then
+        say "kept your $dest (the shipped version is in $dest.dist)"
+    else
+        run install -m 0640 "$src" "$dest.dist"
+        say "kept your $dest; the shipped version is in $dest.dist: compare them (diff $dest $dest.dist)"
+    fi
+    system chgrp "$SERVICE_USER" "$dest"
+}
+
+check_platform() {
+    local arch
+    arch="$(uname -m)"
+    case "$arch" in
+        aarch64|x86_64) ;;
+        armv7l|armv6l) die "this is a 32-bit system ($arch); edgeemo needs 64-bit Raspberry Pi OS or Debian (its TFLite runtime has no 32-bit ARM build)" ;;
+        *) say "warning: untested architecture $arch" ;;
+    esac
+    [[ -f /etc/debian_version ]] || say "warning: not a Debian-based system; the user and apt steps may need changes"
+    command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python 3.10 or later (sudo apt install python3 python3-venv) or pass --python"
+    "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+        || die "$PYTHON is $("$PYTHON" -V 2>&1); edgeemo needs Python 3.10 or later"
+    "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
+        || die "$PYTHON cannot create virtual environments; install them: sudo apt install python3-venv"
+}
+
+do_install() {
+    check_platform
+    local venv_dir; venv_dir="$(root "$VENV")"
+
+    if getent passwd "$SERVICE_USER" >/dev/null; then
+        say "user $SERVICE_USER exists"
+    else
+        system useradd --system --user-group --home-dir "$STATE" --no-create-home --shell /usr/sbin/nologin \
+            --comment "edgeemo service" "$SERVICE_USER"
+    fi
+
+    run install -d -m 0755 "$(root "$PREFIX")" "$(root "$ETC")" "$(root "$UNITDIR")"
+    run install -d -m 0750 "$(root "$STATE")"
+    run install -d -m 2770 "$(root "$STATE/inbox")"
+    system chown "$SERVICE_USER:$SERVICE_USER" "$STATE" "$STATE/inbox"
+
+    if [[ $PICAMERA2 -eq 1 ]]; then
+        if "$PYTHON" -c 'import picamera2' 2>/dev/null; then
+            say "picamera2 is installed"
+        else
+            system apt-get install -y python3-picamera2
+        fi
+    fi
+
+    local site=false
+    if [[ $PICAMERA2 -eq 1 ]]; then site=true; fi
+    if [[ -x $venv_dir/bin/python ]]; then
+        say "venv exists: $venv_dir"
+        if ! grep -q "^include-system-site-packages = $site\$" "$venv_dir/pyvenv.cfg"; then
+            run sed -i "s/^include-system-site-packages = .*/include-system-site-packages = $site/" "$venv_dir/pyvenv.cfg"
+            did "set" "include-system-site-packages = $site in $venv_dir/pyvenv.cfg"
+        fi
+    elif [[ $site == true ]]; then
+        run "$PYTHON" -m venv --system-site-packages "$venv_dir"
+    else
+        run "$PYTHON" -m venv "$venv_dir"
+    fi
+
+    if [[ $NO_PACKAGE -eq 0 ]]; then
+        local spec=${PACKAGE:-$SRC_DIR}
+        [[ -n $PACKAGE || -f $SRC_DIR/pyproject.toml ]] || die "no package to install: pass --package SPEC"
+        # the device package only: no [train] extra, so no TensorFlow
+        run "$venv_dir/bin/python" -m pip install --disable-pip-version-check --upgrade "$spec"
+        if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            run "$venv_dir/bin/python" -m pip install --disable-pip-version-check "tomli>=2"   # TOML on 3.10
+        fi
+        run "$venv_dir/bin/python" -c 'import importlib.util as u, sys
+import edgeemo.watch
+sys.exit("TensorFlow is importable in the venv; the device needs only edgeemo itself" if u.find_spec("tensorflow") else 0)'
+    fi
+
+    if [[ -n $YUNET ]]; then
+        [[ -f $YUNET ]] || die "$YUNET: no such file (--yunet takes the YuNet .onnx file)"
+        install_file "$YUNET" "$(root "$PREFIX/models/face_detection_yunet.onnx")" 0644
+    fi
+
+    install_config "$SRC_DIR/deploy/edgeemo.toml" "$(root "$ETC/edgeemo.toml")"
+    install_config "$SRC_DIR/deploy/edgeemo-camera.toml" "$(root "$ETC/edgeemo-camera.toml")"
+    local u
+    for u in "${UNITS[@]}"; do
+        install_file "$SRC_DIR/systemd/$u" "$(root "$UNITDIR/$u")" 0644
+    done
+
+    system systemctl daemon-reload
+    system systemctl enable "$MAIN_UNIT"
+    if [[ $NO_START -eq 0 ]]; then
+        system systemctl restart "$MAIN_UNIT"
+    fi
+    if [[ $CAMERA -eq 1 ]]; then
+        say "done: edgeemo-camera classifies frames into $STATE/camera; settings $ETC/edgeemo-camera.toml"
+        say "logs: journalctl -u edgeemo-camera -f"
+    else
+        say "done: drop photos into $STATE/inbox (add producers to the group: usermod -aG $SERVICE_USER USER);"
+        say "results in $STATE/results; settings $ETC/edgeemo.toml; logs: journalctl -u edgeemo -f"
+    fi
+}
+
+do_uninstall() {
+    local u link name
+    for u in edgeemo.service edgeemo-camera.service; do
+        if [[ -z $DESTDIR ]] && ! systemctl cat "$u" >/dev/null 2>&1; then continue; fi
+        system systemctl disable --now "$u"
+    done
+    for link in "$(root "$UNITDIR")"/*.wants/edgeemo@*.service; do
+        [[ -e $link || -L $link ]] || continue
+        name="$(basename "$link")"
+        system systemctl disable --now "$name"
+    done
+    for u in "${UNITS[@]}"; do
+        if [[ -e $(root "$UNITDIR/$u") ]]; then
+            run rm -f "$(root "$UNITDIR/$u")"
+            did removed "$(root "$UNITDIR/$u")"
+        fi
+    done
+    system systemctl daemon-reload
+    if [[ -e $(root "$PREFIX") ]]; then
+        run rm -rf "$(root "$PREFIX")"
+        did removed "$(root "$PREFIX")"
+    fi
+    if [[ $PURGE -eq 1 ]]; then
+        local d
+        for d in "$ETC" "$STATE"; do
+            if [[ -e $(root "$d") ]]; then
+                run rm -rf "$(root "$d")"
+                did removed "$(root "$d")"
+            fi
+        done
+        if getent passwd "$SERVICE_USER" >/dev/null; then system userdel "$SERVICE_USER"; fi
+    else
+        say "kept the settings in $(root "$ETC") and the data in $(root "$STATE") (inbox, done, failed," \
+            "results) and the user $SERVICE_USER; --uninstall --purge removes them"
+    fi
+}
+
+if [[ -z $DESTDIR && $DRY_RUN -eq 0 && $EUID -ne 0 ]]; then
+    die "run as root (sudo $0 ...), or try --dry-run, or --destdir DIR to install into a staging folder"
+fi
+if [[ $DRY_RUN -eq 1 ]]; then say "dry run: nothing is changed"; fi
+if [[ $UNINSTALL -eq 1 ]]; then do_uninstall; else do_install; fi

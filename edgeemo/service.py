@@ -1,0 +1,151 @@
+"""The skeleton shared by the folder and camera daemons: signals, the main loop, systemd notifications
+(READY=1, STATUS=, WATCHDOG=1 while no worker is stuck, STOPPING=1), counters and the classifiers."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+
+from .config import SetupError, WatchSettings
+from .notify import Notifier
+
+log = logging.getLogger("edgeemo")
+
+TICK = 0.2
+MAX_BACKOFF = 60.0
+
+
+class Health:
+    """When each worker started on its current item; the watchdog is fed only while none is stuck."""
+
+    def __init__(self, n: int):
+        self._since: list[float | None] = [None] * n
+
+    def busy(self, i: int) -> None:
+        self._since[i] = time.monotonic()
+
+    def idle(self, i: int) -> None:
+        self._since[i] = None
+
+    def stuck(self, now: float, limit: float) -> list[int]:
+        return [i for i, t in enumerate(self._since) if t is not None and now - t > limit]
+
+
+class Tally:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.c: Counter = Counter()
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.c[key] += n
+
+    def snapshot(self) -> Counter:
+        with self._lock:
+            return Counter(self.c)
+
+
+def describe(rec: dict) -> str:
+    """'3 faces: happy 2, neutral 1', or the status."""
+    faces = rec.get("faces") or []
+    if rec["status"] != "ok":
+        return rec["status"].replace("_", " ")
+    labels = Counter(f["label"] for f in faces)
+    return (f"{len(faces)} face{'s' if len(faces) != 1 else ''}: "
+            + ", ".join(f"{lab} {n}" for lab, n in labels.most_common()))
+
+
+def make_classifiers(s: WatchSettings, n: int) -> list:
+    """n independent classifiers (an interpreter is not shared between threads)."""
+    from .detect import DetectorError
+    from .modelfile import ModelFileError
+    from .pipeline import Classifier
+    from .runtime import RuntimeUnavailable
+    out = []
+    try:
+        for _ in range(n):
+            out.append(Classifier(s.model, s.detector, s.detector_model, s.threads, s.min_face, s.max_faces,
+                                  s.score_threshold))
+    except (ModelFileError, DetectorError, RuntimeUnavailable) as exc:
+        raise SetupError(str(exc)) from None
+    c = out[0]
+    log.info("model %s (%s, %s), detector %s, %d worker%s", c.model.name, c.model.path.name,
+             "int8" if c.model.quantized else "float", c.detector.name, n, "s" if n > 1 else "")
+    return out
+
+
+class Service:
+    """Signals, the main loop, and systemd notifications; subclasses do the work in their own threads."""
+
+    def __init__(self, n_workers: int):
+        self.stop_event = threading.Event()
+        self.notifier = Notifier.from_env()
+        self.health = Health(n_workers)
+        self.tally = Tally()
+        self.exit_code = 0
+        self._status = ""
+        self._status_at = 0.0
+        # a worker may take this long on one item before the watchdog pings stop (systemd then restarts us)
+        wd = self.notifier.watchdog_interval
+        self.stall_limit = 2 * wd if wd else None
+
+    def _on_signal(self, signum, _frame) -> None:
+        if not self.stop_event.is_set():
+            log.info("%s: finishing the work in hand, then exiting", signal.Signals(signum).name)
+        self.stop_event.set()
+        self.wake()
+
+    def wake(self) -> None:
+        """Unblock the workers after stop_event was set."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def tick(self, now: float) -> None:
+        """Periodic work in the main thread; set exit_code and stop_event on a fatal problem."""
+
+    def status_text(self) -> str:
+        raise NotImplementedError
+
+    def shutdown(self) -> None:
+        raise NotImplementedError
+
+    def _notify(self, now: float, force: bool = False) -> None:
+        if not self.notifier.enabled:
+            return
+        if self.notifier.watchdog_due(now):
+            stuck = self.health.stuck(now, self.stall_limit) if self.stall_limit else []
+            if stuck:
+                log.error("worker %s has been busy on one item for more than %.0f s; not feeding the systemd "
+                          "watchdog, so the service will be restarted", ",".join(map(str, stuck)), self.stall_limit)
+            else:
+                self.notifier.ping(now)
+        if force or now - self._status_at >= 1.0:
+            text = self.status_text()
+            if text != self._status:
+                self.notifier.status(text)
+                self._status = text
+            self._status_at = now
+
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            self.start()
+            self.notifier.ready(self.status_text())
+            self._status = self.status_text()
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                self.tick(now)
+                self._notify(now)
+                self.stop_event.wait(TICK)
+        finally:
+            self.stop_event.set()
+            self.wake()
+            self.notifier.stopping(self.status_text())
+            self.shutdown()
+            self.notifier.close()
+            for s, h in previous.items():
+                signal.signal(s, h)
+        return self.exit_code

@@ -25,6 +25,8 @@ RECIPES = {
     "seed-dropout": Recipe("seed-dropout", 128, 3, "study: 3 conv + dropout + dense 64 (37,989 params)"),
     "seed-best": Recipe("seed-best", 128, 3, "study: LeNet-like, conv 6/16/120 + dense 84 (7,954,391 params)"),
     "edge": Recipe("edge", 48, 1, "edgeemo: 7 conv-BN-ReLU blocks 24-48-96-128, GAP (0.41 M params, ~50 M MACs)"),
+    "edge24": Recipe("edge24", 24, 1, "edgeemo: 6 conv-BN-ReLU blocks 32-64-96-160 on 24x24 faces, GAP "
+                     "(0.33 M params, ~15 M MACs); for blurred or low-resolution faces"),
     "edge-small": Recipe("edge-small", 48, 1, "edgeemo: 5 conv-BN-ReLU blocks 16-32-64-96, GAP (~0.1 M params)"),
     "tiny": Recipe("tiny", 48, 1, "2 conv layers, for tests and smoke runs only"),
 }
@@ -82,9 +84,10 @@ def build(name: str, num_classes: int = 7, input_size: int | None = None, channe
         x = layers.Dense(84)(x)
         x = layers.ReLU()(x)
         x = layers.Dropout(0.5)(x)
-    elif name in ("edge", "edge-small", "tiny"):
+    elif name in ("edge", "edge24", "edge-small", "tiny"):
         plan = {
             "edge": [(24, 1), (48, 2), (96, 2), (128, 2)],
+            "edge24": [(32, 1), (64, 2), (96, 2), (160, 1)],
             "edge-small": [(16, 1), (32, 1), (64, 2), (96, 1)],
             "tiny": [(8, 1), (16, 1)],
         }[name]
@@ -96,6 +99,6 @@ def build(name: str, num_classes: int = 7, input_size: int | None = None, channe
             if stage < len(plan) - 1:
                 x = layers.MaxPooling2D(2)(x)
         x = layers.GlobalAveragePooling2D()(x)
-        x = layers.Dropout(0.4 if name == "edge" else 0.2)(x)
+        x = layers.Dropout(0.4 if name in ("edge", "edge24") else 0.2)(x)
     out = layers.Dense(num_classes, activation="softmax", name="probs")(x)
     return keras.Model(inp, out, name=name.replace("-", "_"))

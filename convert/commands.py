@@ -68,10 +68,31 @@ def train(data, dataset: str, out, cfg: TrainConfig, val_fraction: float = 0.15,
                          f"({len(tr)} / {len(va)}); add images (or people), or change --val-split")
     echo(f"training on {len(tr)} images, validating on {len(va)}"
          + (" (people kept apart)" if fs.has_subjects() and "train" not in set(fs.splits) else ""))
+    check_sharpness(fs, tr, va, cfg, echo)
+    if cfg.blur():
+        det = None
+        if dataset in prepare.NEEDS_DETECTION and detector != "none":
+            from edgeemo.detect import make_detector
+            det = make_detector(detector, model_path=detector_model)
+        x[va] = prepare.to_inputs(fs.subset(va), size, ch, det, 0.15 if det is not None else 0.0, cfg.blur())
+        echo(f"validation faces blurred with sigma {cfg.blur_sigma:g} (at 48x48), as the device will blur them")
     model, history = fit(x[tr], fs.labels[tr], x[va], fs.labels[va], cfg, out, resume, echo)
     rep = finish_run(model, history, x[va], fs.labels[va], cfg, out, data_info(fs, data, dataset, tr, va))
     echo(f"validation accuracy {rep['accuracy']:.4f}, macro-F1 {rep['macro_f1']:.4f}; wrote {out}")
     return rep
+
+
+def check_sharpness(fs, tr, va, cfg: TrainConfig, echo=print) -> tuple[float, float]:
+    """Warn when training and validation pictures differ a lot in sharpness (a blurred training set)."""
+    s_tr = prepare.sharpness([fs.images[i] for i in tr])
+    s_va = prepare.sharpness([fs.images[i] for i in va])
+    if min(s_tr, s_va) > 0 and max(s_tr, s_va) / min(s_tr, s_va) > 10:
+        which = "training" if s_tr < s_va else "validation"
+        echo(f"warning: the {which} pictures are far blurrier than the others (median Laplacian variance "
+             f"{s_tr:.1f} for training vs {s_va:.1f} for validation): a model trained on one will do poorly "
+             f"on the other." + ("" if cfg.blur_sigma else " If the training set is blurred, train with "
+                                 "--blur SIGMA so that validation and the device blur faces alike."))
+    return s_tr, s_va
 
 
 def cv_folds(fs, cv: str, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:

@@ -49,7 +49,7 @@ def evaluate(model, data, dataset: str, split=None, detector: str = "none", dete
     if model.suffix == ".tflite":
         from edgeemo.runtime import Model
         m = Model(model, threads)
-        x = prepare.to_inputs(fs, m.size, m.channels, det, m.margin)
+        x = prepare.to_inputs(fs, m.size, m.channels, det, m.margin, m.blur)
         t1 = time.perf_counter()
         probs = m.predict(x)
         runtime = {"runtime": m.backend, "tensors": "int8" if m.quantized else "float32",
@@ -60,7 +60,8 @@ def evaluate(model, data, dataset: str, split=None, detector: str = "none", dete
         _, keras = _tf()
         km = keras.models.load_model(model)
         size, ch = int(km.input_shape[1]), int(km.input_shape[3])
-        x = prepare.to_inputs(fs, size, ch, det, 0.15)
+        from .quantize import run_metadata
+        x = prepare.to_inputs(fs, size, ch, det, 0.15, run_metadata(model).get("blur"))
         probs = predict(km, x)
         runtime = {"runtime": "tensorflow", "tensors": "float32"}
         from edgeemo.labels import LABELS as labels

@@ -16,8 +16,11 @@ log = logging.getLogger("edgeemo.convert")
 NEEDS_DETECTION = {"jaffe"}
 
 
-def to_inputs(fs: FaceSet, size: int, channels: int = 1, detector=None, margin: float = 0.0) -> np.ndarray:
+def to_inputs(fs: FaceSet, size: int, channels: int = 1, detector=None, margin: float = 0.0,
+              blur: dict | None = None) -> np.ndarray:
     """uint8 array (N, size, size, channels) of faces.
+
+    ``blur`` is the model's input blur (see edgeemo.crop.crop_face), applied as on the device.
 
     With a detector (an ``edgeemo.detect`` backend), the largest face in each image is cropped with
     ``margin``, exactly as on the device; an image where no face is found is used whole and counted in
@@ -31,11 +34,11 @@ def to_inputs(fs: FaceSet, size: int, channels: int = 1, detector=None, margin: 
             boxes = detector.detect(img)
             if boxes:
                 best = max(boxes, key=lambda b: b.w * b.h)
-                face = crop.crop_face(img, best.xywh, size, margin, channels)
+                face = crop.crop_face(img, best.xywh, size, margin, channels, blur)
             else:
                 missed += 1
         if face is None:
-            face = crop.whole_image(img, size, channels)
+            face = crop.whole_image(img, size, channels, blur)
         out[i] = face.reshape(size, size, channels)
     if detector is not None:
         fs.notes["detector"] = getattr(detector, "name", type(detector).__name__)
@@ -119,3 +122,11 @@ def leave_one_subject_out(subjects: list) -> list[tuple[str, np.ndarray, np.ndar
                          "(JAFFE and CK+ file names carry it; this data set does not)")
     subj = np.array(subjects)
     return [(s, np.flatnonzero(subj != s), np.flatnonzero(subj == s)) for s in sorted(set(subjects))]
+
+
+def sharpness(images, limit: int = 500, seed: int = 0) -> float:
+    """Median variance of the Laplacian over (a sample of) gray images: low means blurred."""
+    import cv2
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(images))[:limit]
+    return float(np.median([cv2.Laplacian(crop.to_gray(images[i]), cv2.CV_64F).var() for i in idx])) if len(idx) else 0.0

@@ -59,7 +59,10 @@ def run_metadata(model_path: Path) -> dict:
     cfg, rep = model_path.parent / "config.json", model_path.parent / "report.json"
     if cfg.exists():
         c = json.loads(cfg.read_text())
-        info["training"] = {k: c.get(k) for k in ("arch", "optimizer", "epochs", "batch_size", "lr", "seed")}
+        info["training"] = {k: c.get(k) for k in ("arch", "optimizer", "epochs", "batch_size", "lr", "seed",
+                                                  "blur_sigma")}
+        if c.get("blur_sigma"):
+            info["blur"] = {"sigma": float(c["blur_sigma"]), "at": 48}
         info["dataset"] = c.get("data", {})
     if rep.exists():
         r = json.loads(rep.read_text())
@@ -101,10 +104,15 @@ def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", m
     flat = to_tflite(km, None if float_model else calib_faces)
 
     run = run_metadata(model)
+    blur = run.get("blur")
+    if blur:
+        # The training run validated on blurred faces (see TrainConfig.blur_sigma): so does this check,
+        # and the device will blur faces the same way (metadata "blur").
+        x[va] = prepare.to_inputs(fs.subset(va), size, ch, det, margin if det is not None else 0.0, blur)
     meta = {
         "name": name or model.parent.name or model.stem, "version": str(version), "labels": list(LABELS),
         "input": {"size": size, "channels": ch, "color": "gray" if ch == 1 else "rgb"},
-        "normalization": {"mean": 0.0, "std": 255.0}, "crop_margin": margin,
+        "normalization": {"mean": 0.0, "std": 255.0}, "crop_margin": margin, "blur": blur,
         "dataset": {**run.get("dataset", {}), "calibration": {"path": str(calib), "dataset": dataset,
                                                               "faces": int(len(calib_faces))}},
         "training": run.get("training", {}), "created": _dt.date.today().isoformat(),

@@ -279,6 +279,8 @@ def train(
     no_class_weights: bool = typer.Option(False, "--no-class-weights"),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop after this many minutes."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Override the recipe's input size."),
+    blur: float = typer.Option(0.0, "--blur", help="Gaussian blur sigma (on a 48x48 face) that validation and "
+                               "the device apply to faces, for a training set that is itself blurred."),
     out: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
     detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
@@ -294,7 +296,8 @@ def train(
         raise typer.BadParameter(f"{dataset!r}; choose one of {', '.join(DATASETS)}", param_hint="--dataset")
     cfg = TrainConfig(arch=arch, optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       patience=patience, augment=not no_augment, class_weights=not no_class_weights,
-                      time_budget_min=time_budget, input_size=input_size)
+                      time_budget_min=time_budget, input_size=input_size,
+                      blur_sigma=blur)
     from .detect import DetectorError
     try:
         commands.train(data, dataset, out, cfg, val_split, cv, resume, detector, detector_model,

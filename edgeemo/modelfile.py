@@ -27,6 +27,9 @@ DEFAULTS = {
     # model input = (pixel - mean) / std, pixels 0..255
     "normalization": {"mean": 0.0, "std": 255.0},
     "crop_margin": 0.15,
+    # Gaussian blur applied to each face at "at" x "at" pixels before it is resized to the input size,
+    # for models trained on blurred pictures; None = no blur.
+    "blur": None,
     "dataset": {},
     "metrics": {},
 }
@@ -124,6 +127,10 @@ def validate(meta: dict) -> None:
     norm = meta.get("normalization", {})
     if not float(norm.get("std", 0)):
         raise ModelFileError("metadata 'normalization.std' must be non-zero")
+    blur = meta.get("blur")
+    if blur is not None and (not isinstance(blur, dict) or float(blur.get("sigma", -1)) < 0
+                             or int(blur.get("at", 0)) < 8):
+        raise ModelFileError("metadata 'blur' must be {\"sigma\": >= 0, \"at\": face size >= 8} or null")
 
 
 def embed_metadata(model: bytes, meta: dict) -> bytes:

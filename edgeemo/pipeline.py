@@ -49,9 +49,9 @@ class Classifier:
     def faces_to_inputs(self, pixels: np.ndarray, boxes) -> np.ndarray:
         m = self.model
         if getattr(self.detector, "precropped", False):
-            crops = [crop.whole_image(pixels, m.size, m.channels)]
+            crops = [crop.whole_image(pixels, m.size, m.channels, m.blur)]
         else:
-            crops = [crop.crop_face(pixels, b.xywh, m.size, m.margin, m.channels) for b in boxes]
+            crops = [crop.crop_face(pixels, b.xywh, m.size, m.margin, m.channels, m.blur) for b in boxes]
         return np.stack(crops).reshape(len(crops), m.size, m.size, m.channels)
 
     def analyze(self, source, **extra) -> Analysis:

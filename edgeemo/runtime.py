@@ -110,6 +110,7 @@ class Model:
         self.size = int(self.meta["input"]["size"])
         self.channels = int(self.meta["input"]["channels"])
         self.margin = float(self.meta.get("crop_margin", 0.0))
+        self.blur = self.meta.get("blur") or None
         norm = self.meta["normalization"]
         self._mean, self._std = float(norm["mean"]), float(norm["std"])
         self.backend, cls = interpreter_class()

@@ -91,3 +91,16 @@ def test_iou_and_matching():
     assert iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
     assert iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0.0
     assert match([(0, 0, 10, 10), (50, 50, 10, 10)], [(1, 1, 10, 10)], 0.4) == (1, 1)
+
+
+def test_crop_blur_from_model_metadata():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (96, 96), dtype=np.uint8)
+    sharp = crop.crop_face(img, (0, 0, 96, 96), 24)
+    soft = crop.crop_face(img, (0, 0, 96, 96), 24, blur={"sigma": 3.2, "at": 48})
+    assert soft.shape == sharp.shape == (24, 24)
+    assert soft.std() < sharp.std() / 3          # noise is smoothed away
+    assert abs(float(soft.mean()) - float(sharp.mean())) < 3
+    # sigma 0 is no blur at all
+    assert np.array_equal(crop.crop_face(img, (0, 0, 96, 96), 24, blur={"sigma": 0, "at": 48}), sharp)
+    assert np.array_equal(crop.whole_image(img, 24, blur={"sigma": 3.2, "at": 48}), soft)

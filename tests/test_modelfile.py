@@ -90,3 +90,12 @@ def test_interpreter_fallback_order(tiny_model, monkeypatch):
             Model(tiny_model)
     finally:
         runtime.interpreter_class.cache_clear()
+
+
+def test_blur_metadata_is_validated_and_used(tiny_model, tmp_path):
+    raw = tiny_model.read_bytes()
+    with pytest.raises(ModelFileError, match="blur"):
+        modelfile.embed_metadata(raw, {"blur": {"sigma": -1, "at": 48}})
+    p = tmp_path / "blurred.tflite"
+    p.write_bytes(modelfile.embed_metadata(raw, {"blur": {"sigma": 2.0, "at": 48}}))
+    assert Model(p).blur == {"sigma": 2.0, "at": 48} and Model(tiny_model).blur is None

@@ -47,14 +47,14 @@ class OpenCVCamera:
             pass
         if self.spec.isdigit():
             cap = cv2.VideoCapture(int(self.spec), cv2.CAP_V4L2)
-            hint = (f"is it plugged in (ls /dev/video*; v4l2-ctl --list-devices)? Is the service user in the "
-                    f"'video' group?")
+            hint = ("is it plugged in? See ls /dev/video* and v4l2-ctl --list-devices; is the service user in "
+                    "the 'video' group?")
         else:
             cap = cv2.VideoCapture(self.spec)
             hint = "check the path or URL"
         if not cap.isOpened():
             cap.release()
-            raise CameraError(f"{self.name} cannot be opened; {hint}")
+            raise CameraError(f"{self.name} cannot be opened ({hint})")
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not one queued since the last interval
         self._cap = cap
 
@@ -99,8 +99,8 @@ class PiCamera:
             cam.configure(cam.create_preview_configuration(main={"format": "RGB888", "size": self.SIZE}))
             cam.start()
         except Exception as exc:  # noqa: BLE001 - picamera2 raises IndexError/RuntimeError when no camera answers
-            raise CameraError(f"{self.name} cannot be started ({type(exc).__name__}: {exc}); is the ribbon cable "
-                              f"seated, and does `rpicam-hello --list-cameras` see it?") from None
+            raise CameraError(f"{self.name} cannot be started ({type(exc).__name__}: {exc}; is the ribbon cable "
+                              f"seated, and does `rpicam-hello --list-cameras` see it?)") from None
         self._cam = cam
 
     @property
@@ -168,7 +168,7 @@ class FrameStore:
                 self._warned = True
             return None
         self._trim(len(data))
-        path = self.folder / f"{self.PREFIX}{when:%Y%m%dT%H%M%S}{when.microsecond // 1000:03d}Z-{seq:06d}.jpg"
+        path = self.folder / f"{self.PREFIX}{when:%Y%m%dT%H%M%S}.{when.microsecond // 1000:03d}Z-{seq:06d}.jpg"
         tmp = path.with_name("." + path.name + ".tmp")
         tmp.write_bytes(data)
         os.replace(tmp, path)

@@ -26,6 +26,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -56,10 +57,14 @@ class Intake:
     """Names waiting for a worker: ``ready`` (complete: closed after writing, or renamed in) and ``pending``
     (found by a scan or a poll: ready once size and mtime have not changed for ``settle`` seconds).
     At most ``capacity`` names are held; beyond that a name is dropped and ``overflowed`` is set, and the
-    owner rescans the folder when there is room again."""
+    owner rescans the folder when there is room again.
 
-    def __init__(self, capacity: int, settle: float):
-        self.capacity, self.settle = capacity, settle
+    With ``trust_mtime`` (a local filesystem, whose mtimes come from this machine's clock) a pending file
+    whose last modification is already ``settle`` seconds old is ready at once: the same test, without
+    watching for ``settle`` seconds. Polled folders (network shares, other clocks) always watch."""
+
+    def __init__(self, capacity: int, settle: float, trust_mtime: bool = False):
+        self.capacity, self.settle, self.trust_mtime = capacity, settle, trust_mtime
         self._cv = threading.Condition()
         self._ready: OrderedDict[str, None] = OrderedDict()
         self._pending: dict[str, list] = {}
@@ -111,6 +116,7 @@ class Intake:
         with self._cv:
             items = list(self._pending.items())
         promote, drop = [], []
+        wall = time.time()
         for name, entry in items:
             try:
                 st = stat_fn(name)
@@ -118,7 +124,9 @@ class Intake:
                 drop.append((name, entry))
                 continue
             sig = (st.st_size, st.st_mtime_ns)
-            if entry[0] != sig:
+            if entry[0] is None and self.trust_mtime and wall - st.st_mtime >= self.settle:
+                promote.append((name, entry))
+            elif entry[0] != sig:
                 entry[0], entry[1] = sig, now
             elif now - entry[1] >= self.settle:
                 promote.append((name, entry))
@@ -180,6 +188,7 @@ class FolderDaemon(Service):
         self.attempts = Attempts(self.out / STATE_DIR)
         self.intake = Intake(s.queue_size, s.settle)
         self.observer = None
+        self._backlog = False
         self.mode = "poll" if s.poll else "inotify"
         self.workers: list[threading.Thread] = []
 
@@ -232,6 +241,7 @@ class FolderDaemon(Service):
             t.start()
             self.workers.append(t)
         self.observer = self._start_observer()
+        self.intake.trust_mtime = self.mode == "inotify"
         self.rescan()
         log.info("watching %s (%s); results in %s; finished files go to %s and %s", self.inbox, self.mode,
                  ", ".join(map(str, self.results.paths)), self.done, self.failed)
@@ -277,6 +287,12 @@ class FolderDaemon(Service):
 
     def tick(self, now: float) -> None:
         self.intake.check_pending(self._stat, now)
+        if self.intake.overflowed and not self._backlog:
+            log.info("more files than the queue holds (%d); the others are picked up by scanning the inbox again "
+                     "as the queue empties", self.intake.capacity)
+            self._backlog = True
+        elif self._backlog and not self.intake.overflowed and not len(self.intake):
+            self._backlog = False
         if self.intake.needs_rescan():
             self.rescan()
         if not self.inbox.is_dir():
@@ -402,8 +418,15 @@ class FolderDaemon(Service):
         for t in self.workers:
             t.join()
         if self.observer is not None:
-            self.observer.stop()
-            self.observer.join(timeout=5)
+            # watchdog 7 may log a harmless "queue_events() called when the thread is inactive" while stopping
+            wlog = logging.getLogger("watchdog")
+            level = wlog.level
+            wlog.setLevel(logging.CRITICAL)
+            try:
+                self.observer.stop()
+                self.observer.join(timeout=5)
+            finally:
+                wlog.setLevel(level)
         self.results.close()
         self._release_locks()
         log.info("stopped: %s", self.status_text())

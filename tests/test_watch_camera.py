@@ -1,0 +1,116 @@
+"""`edgeemo watch --camera`: a real cv2.VideoCapture source (a video file standing in for the camera, which
+also 'disappears' at its end), frame records, the frame disk cap, back-off on a missing camera."""
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from test_watch import DEADLINE, wait_until
+
+
+def make_video(path: Path, frames: int = 6, size: int = 64) -> Path:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (size, size))
+    assert w.isOpened()
+    rng = np.random.default_rng(5)
+    for _ in range(frames):
+        w.write(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    w.release()
+    return path
+
+
+class Camera:
+    def __init__(self, tmp: Path, model: Path, *args: str):
+        self.out = tmp / "out"
+        self.log_path = tmp / "camera.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "edgeemo.cli", "watch", "--out", str(self.out),
+                                      "--model", str(model), *args], stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def records(self) -> list[dict]:
+        p = self.out / "results.jsonl"
+        return [json.loads(x) for x in p.read_text().splitlines() if x.strip()] if p.exists() else []
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(DEADLINE)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def camera(tmp_path, device_model):
+    made = []
+
+    def start(*args):
+        c = Camera(tmp_path, device_model, *args)
+        made.append(c)
+        return c
+    yield start
+    for c in made:
+        c.kill()
+
+
+def test_frames_are_recorded_with_frame_time_and_kept_under_the_cap(tmp_path, camera):
+    video = make_video(tmp_path / "cam.avi")
+    cap_mb = 0.02
+    c = camera("--camera", str(video), "--interval", "0.05", "--detector", "none", "--save-frames", "all",
+               "--frames-max-mb", str(cap_mb))
+    # the file ends after a few frames: "camera lost", retried, reopened: records keep coming
+    wait_until(lambda: c.log().count("retrying in") >= 2 and len(c.records()) >= 6, "frames across two reopenings")
+    assert c.stop() == 0
+    recs = c.records()
+    assert all(r["camera"] == str(video) and r["status"] == "ok" for r in recs)
+    times = [dt.datetime.fromisoformat(r["frame_time"]) for r in recs]
+    assert times == sorted(times) and all(t.tzinfo is not None for t in times)
+    frames = sorted((tmp_path / "out" / "frames").glob("frame-*.jpg"))
+    assert frames and sum(f.stat().st_size for f in frames) <= cap_mb * 1024 * 1024
+    assert len(frames) < len(recs)                      # the oldest were deleted to stay under the cap
+    assert [Path(r["file"]).name for r in recs[-len(frames):]] == [f.name for f in frames]
+    assert "stopped delivering frames" in c.log() and "opened" in c.log()
+
+
+def test_with_faces_keeps_only_frames_that_have_a_face(tmp_path, camera):
+    video = make_video(tmp_path / "noise.avi")
+    c = camera("--camera", str(video), "--interval", "0.05", "--detector", "haar", "--save-frames", "with-faces")
+    wait_until(lambda: len(c.records()) >= 3, "three frames")
+    assert c.stop() == 0
+    recs = c.records()
+    assert {r["status"] for r in recs} == {"no_face"} and all(r["file"] is None for r in recs)
+    assert list((tmp_path / "out" / "frames").iterdir()) == []
+
+
+def test_a_missing_camera_is_retried_with_back_off_not_fatal(camera):
+    c = camera("--camera", "9", "--detector", "none")
+    wait_until(lambda: "retrying in 2 s" in c.log(), "the second retry")
+    assert c.proc.poll() is None                         # still running
+    assert c.stop() == 0
+    assert "camera 9 cannot be opened" in c.log() and "retrying in 1 s" in c.log()
+    assert "video group" in c.log() or "'video' group" in c.log()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("picamera2") is not None, reason="picamera2 is installed here")
+def test_picamera2_missing_is_a_clear_start_error(tmp_path):
+    from typer.testing import CliRunner
+    from edgeemo.cli import app
+    r = CliRunner().invoke(app, ["watch", "--camera", "picamera2", "--out", str(tmp_path)])
+    assert r.exit_code == 2
+    assert "picamera2" in r.output and "apt install python3-picamera2" in r.output

@@ -1,7 +1,7 @@
 """Exactly-once bookkeeping of `edgeemo watch`: the result files, moving files on, and the crash-loop guard.
 
 The order that makes a run restartable at any moment: append the record (one write per file, fsynced), then
-rename the file out of the inbox. After a crash a file is unrecorded (classify it again) or recorded and still
+move the file out of the inbox. After a crash a file is unrecorded (classify it again) or recorded and still
 in the inbox (``ResultLog.tail_index`` finds its name and sha256 among the last records; move it on without a
 new record). A torn last line is cut at start, and a CSV row cut short is completed from results.jsonl.
 """
@@ -253,7 +253,16 @@ class ResultLog:
 # --- moving files on -------------------------------------------------------------------------------------------
 
 class Mover:
-    """Moves a finished file into done/ or failed/ under a free name; failed files get <name>.error.json."""
+    """Moves a finished file into done/ or failed/ under a free name; failed files get <name>.error.json.
+
+    The move is a hard link under the new name, which fails rather than replace an existing file, then the
+    removal of the inbox name: the inbox watch then sees no event from our own moves (a rename out of the
+    folder is an event that watchdog holds for half a second to pair it, delaying the events behind it).
+    Where a link is refused (FAT/exFAT, or a file the service may read but not write while
+    fs.protected_hardlinks is on) it is an ``os.replace`` after checking under a lock that the name is free.
+    A crash between the link and the removal leaves one file under two names; ``finish`` recognises that."""
+
+    NO_LINK = {errno.EPERM, errno.EACCES, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS, errno.EXDEV}
 
     def __init__(self, done: Path, failed: Path):
         self.done, self.failed = done, failed
@@ -276,29 +285,46 @@ class Mover:
             return False
         return isinstance(data, dict) and data.get("file") == rec.get("file") and data.get("sha256") == rec.get("sha256")
 
-    def destination(self, rec: dict, name: str) -> Path:
-        failed = rec.get("status") in FAILED_STATUSES
-        folder = self.failed if failed else self.done
-        for cand in self._candidates(name):
-            dst = folder / cand
-            if os.path.lexists(dst):
-                continue
-            if failed:
-                j = dst.with_name(dst.name + ERROR_SUFFIX)
-                if os.path.lexists(j) and not self._orphan_of(j, rec):
-                    continue
-            return dst
-        raise OSError(errno.EEXIST, f"no free name for {name} in {folder}")
+    @staticmethod
+    def _same(a: Path, b: Path) -> bool:
+        try:
+            sa, sb = os.lstat(a), os.lstat(b)
+        except OSError:
+            return False
+        return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
     def finish(self, src: Path, rec: dict) -> Path:
+        failed = rec.get("status") in FAILED_STATUSES
+        folder = self.failed if failed else self.done
         with self._lock:
             if not os.path.lexists(src):
                 raise FileNotFoundError(errno.ENOENT, "vanished", str(src))
-            dst = self.destination(rec, src.name)
-            if rec.get("status") in FAILED_STATUSES:
-                write_json_atomic(dst.with_name(dst.name + ERROR_SUFFIX), {**rec, "moved_to": str(dst)})
-            os.replace(src, dst)
-        return dst
+            for cand in self._candidates(src.name):
+                dst = folder / cand
+                error_file = dst.with_name(dst.name + ERROR_SUFFIX)
+                if os.path.lexists(dst):
+                    if not self._same(src, dst):
+                        continue
+                    if failed and not os.path.lexists(error_file):      # linked, then the crash
+                        write_json_atomic(error_file, {**rec, "moved_to": str(dst)})
+                    os.unlink(src)
+                    return dst
+                if failed:
+                    if os.path.lexists(error_file) and not self._orphan_of(error_file, rec):
+                        continue
+                    write_json_atomic(error_file, {**rec, "moved_to": str(dst)})
+                try:
+                    os.link(src, dst, follow_symlinks=False)
+                except FileExistsError:
+                    continue
+                except OSError as exc:
+                    if exc.errno not in self.NO_LINK:
+                        raise
+                    os.replace(src, dst)            # the name was free just now, and only we write here
+                    return dst
+                os.unlink(src)
+                return dst
+        raise OSError(errno.EEXIST, f"no free name for {src.name} in {folder}")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

@@ -1,8 +1,9 @@
 """`edgeemo watch`: classify every photo that lands in an inbox folder exactly once.
 
 Per file: classify it, append its record to ``results.jsonl`` (and ``results.csv``; one ``write`` per record,
-fsynced), then ``os.replace`` it into ``done/``, or into ``failed/`` beside a ``<name>.error.json`` saying why.
-A name that is taken gets a suffix (``photo-1.jpg``); nothing is ever overwritten.
+fsynced), then move it into ``done/``, or into ``failed/`` beside a ``<name>.error.json`` saying why (a hard
+link and an unlink, or ``os.replace`` where links are refused; see ``ledger.Mover``). A name that is taken
+gets a suffix (``photo-1.jpg``); nothing is ever overwritten.
 
 Exactly once across ``kill -9`` and power cuts: the record is written before the file leaves the inbox, so
 after a crash a file is either unrecorded (it is classified again) or recorded and still in the inbox. At

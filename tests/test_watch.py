@@ -323,8 +323,8 @@ def test_kill_9_in_mid_run_then_restart_gives_exactly_one_record_per_file(daemon
 
 
 def test_restart_recognises_a_recorded_file_still_in_the_inbox(daemon_factory):
-    """The states a crash can leave, made exactly: recorded but not moved (twice: done and failed, the
-    failed one with its error file already written), a torn JSON line, and CSV rows cut off."""
+    """The states a crash can leave, made exactly: recorded but not moved (to done/; to failed/ with its
+    error file already written; linked into done/ but not yet unlinked), a torn JSON line, CSV rows cut off."""
     d = daemon_factory().start()
     files = {"one.png": png_bytes(21), "two.png": png_bytes(22), "bad.txt": b"not an image", "three.png": png_bytes(23)}
     for n in ("one.png", "two.png", "bad.txt", "three.png"):
@@ -335,6 +335,7 @@ def test_restart_recognises_a_recorded_file_still_in_the_inbox(daemon_factory):
     assert d.n_records() == 4
 
     os.replace(d.inbox / "failed" / "bad.txt", d.inbox / "bad.txt")         # error file stays behind
+    os.link(d.inbox / "done" / "two.png", d.inbox / "two.png")              # linked, not yet unlinked
     os.replace(d.inbox / "done" / "three.png", d.inbox / "three.png")       # the last record
     csv_path = d.results / "results.csv"
     lines = csv_path.read_bytes().splitlines(keepends=True)
@@ -356,6 +357,7 @@ def test_restart_recognises_a_recorded_file_still_in_the_inbox(daemon_factory):
                                                      "four.png": 1}
     assert recs["four.png"][0]["sha256"] == sha(four)
     assert (d.inbox / "done" / "three.png").read_bytes() == files["three.png"]
+    assert visible(d.inbox / "done") == ["four.png", "one.png", "three.png", "two.png"]   # no two-1.png
     assert visible(d.inbox / "failed") == ["bad.txt", "bad.txt.error.json"]   # the orphan error file reused
     rows = d.csv_rows()
     assert sorted(r["sha256"] for r in rows) == sorted(r[0]["sha256"] for r in recs.values())
@@ -496,3 +498,34 @@ def test_shipped_example_configs_are_valid():
     s = config.resolve({}, ROOT / "deploy" / "edgeemo.toml")
     assert (s.done, s.failed, s.out) == (Path("/var/lib/edgeemo/done"), Path("/var/lib/edgeemo/failed"),
                                          Path("/var/lib/edgeemo/results"))
+
+
+def test_move_falls_back_to_a_rename_where_a_link_is_refused(tmp_path):
+    """fs.protected_hardlinks refuses a link to a file the service may read but not write (a producer's 0644
+    file): the move is then an os.replace, and a taken name still gets a suffix."""
+    setpriv = shutil.which("setpriv")
+    guard = Path("/proc/sys/fs/protected_hardlinks")
+    if os.geteuid() != 0 or setpriv is None or not guard.exists() or guard.read_text().strip() != "1":
+        pytest.skip("needs root, setpriv and fs.protected_hardlinks=1")
+    import tempfile
+    box = Path(tempfile.mkdtemp(prefix="edgeemo-link-"))     # pytest's own folders are private to root
+    try:
+        box.chmod(0o755)
+        for sub in ("inbox", "done", "failed"):
+            (box / sub).mkdir()
+            os.chown(box / sub, 65534, 65534)
+        script = (
+            "import sys; from pathlib import Path; from edgeemo.ledger import Mover\n"
+            "m = Mover(Path(sys.argv[1]) / 'done', Path(sys.argv[1]) / 'failed')\n"
+            "src = Path(sys.argv[1]) / 'inbox' / 'a.png'\n"
+            "print(m.finish(src, {'status': 'ok', 'file': str(src), 'sha256': sys.argv[2]}))\n")
+        for content in (b"first", b"second"):
+            write(box / "inbox" / "a.png", content)          # owned by root, mode 0644
+            r = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                                script, str(box), sha(content)], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == str(box / "done" / "a-1.png")
+        assert (box / "done" / "a.png").read_bytes() == b"first" and (box / "done" / "a-1.png").read_bytes() == b"second"
+        assert list((box / "inbox").iterdir()) == []
+    finally:
+        shutil.rmtree(box, ignore_errors=True)

@@ -3,7 +3,7 @@
 Under a ``Type=notify`` unit systemd sets ``$NOTIFY_SOCKET`` (a path, or ``@name`` for a socket in the abstract
 namespace) and, with ``WatchdogSec=``, ``$WATCHDOG_USEC`` (and ``$WATCHDOG_PID``). Each message is one datagram
 of newline-separated ``KEY=VALUE`` fields: ``READY=1``, ``STATUS=...``, ``WATCHDOG=1``, ``STOPPING=1``.
-Outside systemd (no ``$NOTIFY_SOCKET``) every call is a no-op, and a failed send never raises: the daemon
+Outside systemd (no ``$NOTIFY_SOCKET``) every call is a no-op, and a send never blocks or raises: the daemon
 must keep working when the supervisor cannot be told.
 """
 from __future__ import annotations
@@ -77,8 +77,12 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto(msg, self.address)
+            # never wait: a receiver that stops reading must not stall the daemon's main loop
+            self._sock.sendto(msg, socket.MSG_DONTWAIT, self.address)
             return True
+        except BlockingIOError:
+            log.debug("the notify socket %s is full; dropped %r", self.raw_address, msg[:40])
+            return False
         except OSError as exc:
             if not self._warned:  # once: a missing supervisor must not flood the log
                 log.warning("cannot notify systemd through %s (%s); continuing without it",

@@ -80,6 +80,20 @@ def test_outside_systemd_nothing_happens_and_a_dead_socket_is_not_fatal(tmp_path
     assert len([r for r in caplog.records if "cannot notify systemd" in r.getMessage()]) == 1   # said once
 
 
+def test_a_receiver_that_stops_reading_never_blocks_the_sender(path_socket):
+    import threading
+    sock, path = path_socket                            # bound, but nobody reads: its queue fills up
+    n = Notifier(path)
+    results = []
+    t = threading.Thread(target=lambda: results.extend(n.send(f"STATUS={i}") for i in range(5000)), daemon=True)
+    t.start()
+    t.join(DEADLINE)
+    assert not t.is_alive(), "sending blocked on a full socket"
+    assert results[0] is True and results[-1] is False   # the first ones went through, then they were dropped
+    assert sock.recv(4096) == b"STATUS=0"
+    n.close()
+
+
 class _Idle(Service):
     """The smallest service: nothing to do; shows when the shared main loop feeds the watchdog."""
 

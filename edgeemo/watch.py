@@ -174,7 +174,8 @@ class FolderDaemon(Service):
         for what, p in (("done", self.done), ("failed", self.failed)):
             if os.stat(p).st_dev != dev:
                 raise SetupError(f"{p} (the {what} folder) is on another filesystem than the inbox {self.inbox}; "
-                                 f"files are moved with a rename, so put both on the same filesystem")
+                                 f"files are moved by a link or a rename, which cannot cross filesystems, so put "
+                                 f"both on the same one")
         self.locks = []
         try:
             for p in dict.fromkeys([self.inbox, self.done, self.failed, self.out]):
@@ -315,7 +316,7 @@ class FolderDaemon(Service):
         done = c["ok"] + c["no_face"]
         failed = c["unreadable"] + c["error"]
         text = (f"{done + failed} processed: {done} done ({c['ok']} ok, {c['no_face']} no face), {failed} failed; "
-                f"{ready + pending + busy} waiting")
+                f"{ready + pending + busy} waiting" + (" (and more in the inbox)" if self._backlog else ""))
         if c["recovered"]:
             text += f"; {c['recovered']} recovered after a restart"
         return text

@@ -72,7 +72,7 @@ def run_metadata(model_path: Path) -> dict:
 
 def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", margin=0.15, calib_size=400,
             check_size=2000, force=False, seed=0, float_model=False, echo=print, detector="auto",
-            detector_model=None) -> dict:
+            detector_model=None, flip_average=False) -> dict:
     model = Path(model)
     if not model.is_file():
         raise FileNotFoundError(f"{model}: model file not found; pass the model.keras of a training run")
@@ -116,11 +116,14 @@ def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", m
         "dataset": {**run.get("dataset", {}), "calibration": {"path": str(calib), "dataset": dataset,
                                                               "faces": int(len(calib_faces))}},
         "training": run.get("training", {}), "created": _dt.date.today().isoformat(),
-        "tensors": "float32" if float_model else "int8",
+        "tensors": "float32" if float_model else "int8", "flip_average": bool(flip_average),
     }
     check = va[fixed_subset(len(va), check_size, seed)]
     y = fs.labels[check]
-    p_float = predict(km, x[check]).argmax(axis=1)
+    probs = predict(km, x[check])
+    if flip_average:        # the device will average each face with its mirror image: so does the float side
+        probs = (probs + predict(km, x[check][:, :, ::-1])) / 2.0
+    p_float = probs.argmax(axis=1)
     out = Path(out) if out else model.with_suffix(".float.tflite" if float_model else ".int8.tflite")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

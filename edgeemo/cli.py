@@ -386,6 +386,8 @@ def convert(
     check_size: int = typer.Option(2000, "--check-size", help="Validation faces for float vs int8."),
     force: bool = typer.Option(False, "--force", help="Write even if int8 loses more than 1.5 points."),
     float_model: bool = typer.Option(False, "--float", help="Write a float32 TFLite instead (for comparison)."),
+    flip_average: bool = typer.Option(False, "--flip-average", help="Have the device average each face with its "
+                                      "mirror image (stored in the metadata)."),
     seed: int = typer.Option(0, "--seed"),
     detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
     detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
@@ -396,7 +398,8 @@ def convert(
     from .detect import DetectorError
     try:
         rep = quant.convert(model, calib, dataset, out, name, version, margin, calib_size, check_size, force, seed, float_model,
-                            echo=lambda s: typer.echo(s, err=True), detector=detector, detector_model=detector_model)
+                            echo=lambda s: typer.echo(s, err=True), detector=detector, detector_model=detector_model,
+                            flip_average=flip_average)
     except (DatasetError, DetectorError, FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     except quant.QuantizationRefused as exc:

@@ -30,6 +30,8 @@ DEFAULTS = {
     # Gaussian blur applied to each face at "at" x "at" pixels before it is resized to the input size,
     # for models trained on blurred pictures; None = no blur.
     "blur": None,
+    # Average the probabilities of each face and its mirror image (test-time augmentation).
+    "flip_average": False,
     "dataset": {},
     "metrics": {},
 }

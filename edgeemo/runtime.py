@@ -111,6 +111,7 @@ class Model:
         self.channels = int(self.meta["input"]["channels"])
         self.margin = float(self.meta.get("crop_margin", 0.0))
         self.blur = self.meta.get("blur") or None
+        self.flip_average = bool(self.meta.get("flip_average", False))
         norm = self.meta["normalization"]
         self._mean, self._std = float(norm["mean"]), float(norm["std"])
         self.backend, cls = interpreter_class()
@@ -165,10 +166,16 @@ class Model:
         n = faces.shape[0]
         if n == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        x = self._quantize_input(faces)
-        out = np.empty((n, len(self.labels)), np.float32)
+        out = self._run(self._quantize_input(faces))
+        if self.flip_average:
+            # The model was trained on mirrored faces too: average the face and its mirror image.
+            out = (out + self._run(self._quantize_input(faces[:, :, ::-1]))) / 2.0
+        return out
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        out = np.empty((x.shape[0], len(self.labels)), np.float32)
         # One face per invoke: the tensors stay allocated for batch 1, the common case on a device.
-        for i in range(n):
+        for i in range(x.shape[0]):
             self._interp.set_tensor(self._in["index"], x[i:i + 1])
             self._interp.invoke()
             out[i] = self._dequantize_output(self._interp.get_tensor(self._out["index"]))[0]

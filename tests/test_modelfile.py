@@ -99,3 +99,13 @@ def test_blur_metadata_is_validated_and_used(tiny_model, tmp_path):
     p = tmp_path / "blurred.tflite"
     p.write_bytes(modelfile.embed_metadata(raw, {"blur": {"sigma": 2.0, "at": 48}}))
     assert Model(p).blur == {"sigma": 2.0, "at": 48} and Model(tiny_model).blur is None
+
+
+def test_flip_average_metadata(tiny_model, tmp_path):
+    p = tmp_path / "flip.tflite"
+    p.write_bytes(modelfile.embed_metadata(tiny_model.read_bytes(), {"flip_average": True}))
+    plain, flip = Model(tiny_model), Model(p)
+    faces = np.random.default_rng(3).integers(0, 256, (2, 48, 48), dtype=np.uint8)
+    expected = (plain.predict(faces) + plain.predict(faces[:, :, ::-1])) / 2
+    assert flip.flip_average and np.allclose(flip.predict(faces), expected)
+    assert not np.allclose(plain.predict(faces), expected)       # the mirror image does change the answer

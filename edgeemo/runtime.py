@@ -13,7 +13,6 @@ import os
 import sys
 from contextlib import contextmanager
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +45,8 @@ def interpreter_class():
 
 def default_model_path() -> Path | None:
     """The model shipped inside the package, or None if this build has none."""
-    p = resources.files("edgeemo").joinpath("models", DEFAULT_MODEL_NAME)
-    try:
-        return Path(str(p)) if p.is_file() else None
-    except OSError:
-        return None
+    p = Path(__file__).resolve().parent / "models" / DEFAULT_MODEL_NAME
+    return p if p.is_file() else None
 
 
 def resolve_model_path(model: str | os.PathLike | None) -> Path:

@@ -232,7 +232,7 @@ def watch(
                                                   "[$EDGEEMO_YUNET_MODEL]."),
     threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Interpreter threads per worker [1]."),
     min_face: Optional[int] = typer.Option(None, "--min-face", help="Smallest face side, in pixels [24]."),
-    max_faces: Optional[int] = typer.Option(None, "--max-faces", help="At most this many faces per image [20]."),
+    max_faces: Optional[int] = typer.Option(None, "--max-faces", help="At most this many faces per image [50]."),
     score_threshold: Optional[float] = typer.Option(None, "--score-threshold", help="YuNet threshold [0.6]."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning or error [info]."),
 ):

@@ -50,7 +50,7 @@ class WatchSettings:
     detector_model: Path | None = None
     threads: int = 1
     min_face: int = 24
-    max_faces: int = 20
+    max_faces: int = 50
     score_threshold: float = 0.6
     log_level: str = "info"
 

@@ -193,6 +193,11 @@ def info(
     typer.echo(f"input       {data['input']['size']}x{data['input']['size']} {data['input'].get('color', '')}, "
                f"(pixel - {data['normalization']['mean']}) / {data['normalization']['std']}, "
                f"crop margin {data.get('crop_margin')}")
+    if data.get("blur"):
+        typer.echo(f"blur        Gaussian sigma {data['blur']['sigma']} on a {data['blur']['at']}x{data['blur']['at']} "
+                   f"copy of each face (the model was trained on blurred pictures)")
+    if data.get("flip_average"):
+        typer.echo("mirror      each face is classified as is and mirrored; the answers are averaged")
     typer.echo(f"labels      {', '.join(data['labels'])}")
     if not data.get("embedded"):
         typer.echo("metadata    none embedded: defaults assumed (convert with `edgeemo convert` to embed)")

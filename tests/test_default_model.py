@@ -25,6 +25,14 @@ def test_shipped_model_is_int8_with_metadata(shipped):
     assert shipped.blur == {"sigma": 3.2, "at": 48} and shipped.flip_average
 
 
+def test_info_shows_the_shipped_preprocessing():
+    from typer.testing import CliRunner
+
+    from edgeemo.cli import app
+    out = CliRunner().invoke(app, ["info"]).stdout
+    assert "edgeemo-fer2013-edge24" in out and "Gaussian sigma 3.2 on a 48x48" in out and "mirrored" in out
+
+
 def test_shipped_model_accuracy_on_fixed_val_subset(shipped, data_dir):
     from edgeemo_convert.evaluation import evaluate
     rep = evaluate(shipped.path, data_dir / "fer2013", "fer2013", split="val", detector="none", limit=700)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeemo.labels import LABELS
 
 from . import archs, datasets, metrics, prepare
 from .train import TrainConfig, finish_run, fit

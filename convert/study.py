@@ -25,7 +25,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from . import archs, commands, metrics, prepare
 from .train import OPTIMIZERS, TrainConfig, fit, predict, write_report

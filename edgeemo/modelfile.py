@@ -138,11 +138,11 @@ def validate(meta: dict) -> None:
 def embed_metadata(model: bytes, meta: dict) -> bytes:
     """Return a copy of the TFLite flatbuffer with ``meta`` stored as the ``edgeemo`` metadata buffer
     (replacing an earlier one)."""
-    import flatbuffers
     try:
+        import flatbuffers
         from ai_edge_litert import schema_py_generated as schema
-    except ImportError:  # pragma: no cover - TensorFlow ships the same module
-        from tensorflow.lite.python import schema_py_generated as schema
+    except ImportError as exc:  # pragma: no cover - both come with ai-edge-litert, a device dependency
+        raise ModelFileError(f"writing model metadata needs ai-edge-litert ({exc}); pip install ai-edge-litert") from None
 
     clean = {k: v for k, v in meta.items() if k != "embedded"}
     validate({**DEFAULTS, **clean})

@@ -18,10 +18,7 @@ def load_inputs(data, dataset: str, size: int, channels: int, detector: str = "a
                 detector_model=None, margin: float = 0.15):
     """Read a data set and turn it into model inputs; whole photos (JAFFE) go through face detection."""
     fs = datasets.load(data, dataset)
-    det = None
-    if dataset in prepare.NEEDS_DETECTION and detector != "none":
-        from edgeemo.detect import make_detector
-        det = make_detector(detector, model_path=detector_model)
+    det = prepare.dataset_detector(dataset, detector, detector_model)
     x = prepare.to_inputs(fs, size, channels, det, margin if det is not None else 0.0)
     return fs, x
 
@@ -69,10 +66,7 @@ def train(data, dataset: str, out, cfg: TrainConfig, val_fraction: float = 0.15,
          + (" (people kept apart)" if fs.has_subjects() and "train" not in set(fs.splits) else ""))
     check_sharpness(fs, tr, va, cfg, echo)
     if cfg.blur():
-        det = None
-        if dataset in prepare.NEEDS_DETECTION and detector != "none":
-            from edgeemo.detect import make_detector
-            det = make_detector(detector, model_path=detector_model)
+        det = prepare.dataset_detector(dataset, detector, detector_model)
         x[va] = prepare.to_inputs(fs.subset(va), size, ch, det, 0.15 if det is not None else 0.0, cfg.blur())
         echo(f"validation faces blurred with sigma {cfg.blur_sigma:g} (at 48x48), as the device will blur them")
     model, history = fit(x[tr], fs.labels[tr], x[va], fs.labels[va], cfg, out, resume, echo)

@@ -16,6 +16,14 @@ log = logging.getLogger("edgeemo.convert")
 NEEDS_DETECTION = {"jaffe"}
 
 
+def dataset_detector(dataset: str, detector: str = "auto", detector_model=None):
+    """The face detector for a data set of whole photos (JAFFE), or None for pre-cropped faces."""
+    if dataset not in NEEDS_DETECTION or detector == "none":
+        return None
+    from edgeemo.detect import make_detector
+    return make_detector(detector, model_path=detector_model)
+
+
 def to_inputs(fs: FaceSet, size: int, channels: int = 1, detector=None, margin: float = 0.0,
               blur: dict | None = None) -> np.ndarray:
     """uint8 array (N, size, size, channels) of faces.

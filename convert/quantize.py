@@ -86,10 +86,7 @@ def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", m
                          f"written by `edgeemo train`") from None
     size, ch = int(km.input_shape[1]), int(km.input_shape[3])
     fs = datasets.load(calib, dataset)
-    det = None
-    if dataset in prepare.NEEDS_DETECTION and detector != "none":
-        from edgeemo.detect import make_detector
-        det = make_detector(detector, model_path=detector_model)
+    det = prepare.dataset_detector(dataset, detector, detector_model)
     x = prepare.to_inputs(fs, size, ch, det, margin if det is not None else 0.0)
     tr, va = prepare.holdout_split(fs, 0.15, seed)
     if len(tr) == 0 or len(va) == 0:

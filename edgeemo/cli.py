@@ -5,6 +5,7 @@ edgeemo_convert (and TensorFlow) only when they run.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -122,7 +123,7 @@ def classify(
     t0 = time.perf_counter()
     show_bar = sys.stderr.isatty() and len(inputs) > 1
     with typer.progressbar(inputs, label="classifying", file=sys.stderr, show_pos=True) if show_bar \
-            else _nullbar(inputs) as bar:
+            else contextlib.nullcontext(inputs) as bar:
         for path in bar:
             result = clf.analyze(path)
             rec = result.record
@@ -136,7 +137,7 @@ def classify(
             if rec["status"] in ("unreadable", "error"):
                 log.warning("%s", rec["error"])
             if annotate and result.image is not None:
-                root = next((r for r in roots if _is_under(path, r)), None)
+                root = next((r for r in roots if path.is_relative_to(r)), None)
                 try:
                     ann.save(result.image.pixels, rec["faces"], ann.annotated_path(annotate, path, root))
                 except OSError as exc:
@@ -150,25 +151,6 @@ def classify(
                f"({per_label}); {status['no_face']} without a face; {status['unreadable']} unreadable; "
                f"{status['error']} errors" + (f"; results in {', '.join(map(str, sinks.paths))}" if sinks else ""),
                err=True)
-
-
-class _nullbar:
-    def __init__(self, items):
-        self.items = items
-
-    def __enter__(self):
-        return self.items
-
-    def __exit__(self, *exc):
-        return False
-
-
-def _is_under(path: Path, root: Path) -> bool:
-    try:
-        path.relative_to(root)
-        return True
-    except ValueError:
-        return False
 
 
 @app.command()

@@ -123,6 +123,14 @@ def _truncated(data: bytes, fmt: str) -> bool:
     return False
 
 
+def _may_have_alpha(data: bytes, fmt: str) -> bool:
+    """Whether a second, alpha-keeping decode is needed: PNG says so in its header (colour types 4 and 6,
+    or a tRNS chunk); WebP and TIFF are always checked."""
+    if fmt == "png":
+        return (len(data) > 25 and data[25] in (4, 6)) or b"tRNS" in data
+    return fmt in ("webp", "tiff")
+
+
 def _to_uint8(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint8:
         return img
@@ -164,7 +172,7 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> 
     try:
         # ANYCOLOR|ANYDEPTH keeps gray and 16-bit and applies EXIF orientation (UNCHANGED would not).
         img = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
-        if img is not None and fmt in ("png", "webp", "tiff"):
+        if img is not None and _may_have_alpha(data, fmt):
             full = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
             if full is not None and full.ndim == 3 and full.shape[2] == 4 and full.shape[:2] == img.shape[:2]:
                 img = _composite_alpha(full)

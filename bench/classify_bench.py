@@ -1,6 +1,6 @@
 """Benchmark of the device path, all figures measured in this one run, on one CPU core.
 
-    python bench/classify_bench.py [--model FILE.tflite] [--yunet FILE.onnx] [--repeat N]
+    python bench/classify_bench.py [--model FILE.tflite] [--yunet FILE.onnx] [--repeat N] [--rounds N]
 
 Prints: per-face classification latency (1 thread) of the int8 model and of a float32 TFLite model of
 the same architecture, and their ratio; face detection time on a 640x480 photo (YuNet, Haar with
@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="int8 .tflite (default: the shipped model)")
     ap.add_argument("--yunet", default=str(YUNET))
     ap.add_argument("--repeat", type=int, default=200)
+    ap.add_argument("--rounds", type=int, default=15, help="end-to-end rounds over the photos (YuNet)")
     args = ap.parse_args()
     pin_one_core()
     from edgeemo.detect import DetectOptions
@@ -106,12 +107,20 @@ def main() -> None:
     print(f"model {q.path} ({q.path.stat().st_size:,} bytes, {q.input_dtype} in, runtime {q.backend}); one core")
     face = np.random.default_rng(0).integers(0, 256, (1, q.size, q.size, q.channels), dtype=np.uint8)
 
-    print("\nper-face classification, 1 thread")
-    t_q = timed(lambda: q.predict(face), args.repeat)
+    print("\nper-face classification, 1 thread (one interpreter run; a model with mirror averaging runs a")
+    print("second, mirrored pass for faces it is unsure of)")
+    single = Model(args.model, threads=1)
+    single.flip_average = False
+    t_q = timed(lambda: single.predict(face), args.repeat)
     print(f"  int8     {t_q * 1000:8.3f} ms")
+    if q.flip_average:
+        q.skip_mirror_at = None
+        print(f"  int8 with the mirrored pass {timed(lambda: q.predict(face), args.repeat) * 1000:8.3f} ms")
+        q.skip_mirror_at = single.skip_mirror_at
     twin = float_twin(q, tmp)
     if twin:
         f = Model(twin, threads=1)
+        f.flip_average = False
         t_f = timed(lambda: f.predict(face), args.repeat)
         print(f"  float32  {t_f * 1000:8.3f} ms  ({twin.stat().st_size:,} bytes)")
         print(f"  ratio    float32 / int8 = {t_f / t_q:.2f}x")
@@ -141,20 +150,31 @@ def main() -> None:
               f"{det_ms['haar (full resolution)'] / det_ms['haar (edgeemo downscaling)']:.2f}x")
 
     print("\nend to end (read JPEG, detect, crop, int8, record), one core")
+    print(f"  median of {args.rounds} rounds, each a pass over the {len(photos)} photos; the full-resolution YuNet")
+    print("  yardstick is timed between rounds, as this machine's speed drifts")
     for name in (["yunet"] if "yunet" in dets else []) + ["haar"]:
         clf = Classifier(q, detector=name, detector_model=args.yunet if name == "yunet" else None)
-        rounds = max(2, args.repeat // 20)
         clf.classify_image(photos[0])
-        t = time.perf_counter()
-        faces = 0
+        rounds = args.rounds if name == "yunet" else 1
+        per_image, ratios, faces, runs0 = [], [], 0, q.invocations
         for _ in range(rounds):
-            for p in photos:
-                faces += len(clf.classify_image(p)["faces"])
-        dt = time.perf_counter() - t
-        n = rounds * len(photos)
-        print(f"  {name:6s} {n / dt:8.1f} images/s  ({faces / rounds:.0f} faces per pass over {len(photos)} photos)"
-              + (f"; {1000 * dt / n:.1f} ms per image = {1000 * dt / n / det_ms['yunet (full resolution)']:.2f}x "
-                 f"the full-resolution YuNet yardstick" if name == "yunet" else ""))
+            t = time.perf_counter()
+            faces += sum(len(clf.classify_image(p)["faces"]) for p in photos)
+            per_image.append((time.perf_counter() - t) / len(photos))
+            if name == "yunet":
+                ref = dets["yunet (full resolution)"]
+                t = time.perf_counter()
+                for im in imgs:
+                    ref.detect(im)
+                ratios.append(per_image[-1] / ((time.perf_counter() - t) / len(imgs)))
+        ms = statistics.median(per_image) * 1000
+        mirrored = (q.invocations - runs0 - faces) / max(faces, 1)
+        line = (f"  {name:6s} {1000 / ms:8.1f} images/s ({ms:.1f} ms per image; rounds "
+                f"{1 / max(per_image):.1f}..{1 / min(per_image):.1f}); {faces / rounds:.0f} faces per pass, "
+                f"{mirrored:.0%} of them with a mirrored pass")
+        if ratios:
+            line += f"; {statistics.median(ratios):.2f}x the full-resolution YuNet yardstick"
+        print(line)
 
     print("\nedgeemo classify process")
     import shutil

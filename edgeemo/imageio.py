@@ -116,8 +116,11 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
 
 def _truncated(data: bytes, fmt: str) -> bool:
     if fmt == "jpeg":
-        sos = data.rfind(b"\xff\xda")
-        return sos < 0 or data.find(b"\xff\xd9", sos) < 0
+        # Complete when an end-of-image marker follows the last start-of-scan. Searched from the end for
+        # the marker, then forward for a scan after it: two short searches instead of two over the whole
+        # file (a thumbnail's own markers sit in the header, before the main scan).
+        eoi = data.rfind(b"\xff\xd9")
+        return eoi < 0 or data.find(b"\xff\xda", 0, eoi) < 0 or data.find(b"\xff\xda", eoi) >= 0
     if fmt == "png":
         return data.rfind(b"IEND") < 0
     return False

@@ -21,6 +21,11 @@ from . import modelfile
 from .modelfile import ModelFileError
 
 DEFAULT_MODEL_NAME = "edgeemo-default.tflite"
+# Mirror averaging (models with "flip_average"): the mirrored pass is skipped for a face whose first answer
+# is already this confident. On FER2013 val/ (3,589 faces) with the shipped model the answers then equal
+# those of always averaging for 99.97% of faces, with the same accuracy (52.86%), and a third of the
+# mirrored passes are saved (a half on the group photos in ../shared/data/scenes).
+SKIP_MIRROR_AT = 0.6
 _BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
 
 
@@ -91,9 +96,13 @@ class Model:
 
     ``predict(faces)`` takes uint8 faces shaped (N, size, size) or (N, size, size, channels), pixels 0..255,
     and returns float32 probabilities (N, len(labels)).
+
+    ``skip_mirror_at``: for a model trained to average each face with its mirror image, the mirrored pass
+    is run only for faces whose first answer's top probability is below this; ``None`` mirrors every face.
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, threads: int = 1):
+    def __init__(self, path: str | os.PathLike | None = None, threads: int = 1,
+                 skip_mirror_at: float | None = SKIP_MIRROR_AT):
         self.path = resolve_model_path(path)
         data = self.path.read_bytes()
         try:
@@ -108,6 +117,8 @@ class Model:
         self.margin = float(self.meta.get("crop_margin", 0.0))
         self.blur = self.meta.get("blur") or None
         self.flip_average = bool(self.meta.get("flip_average", False))
+        self.skip_mirror_at = skip_mirror_at
+        self.invocations = 0                # interpreter runs so far (one per face, plus mirror passes)
         norm = self.meta["normalization"]
         self._mean, self._std = float(norm["mean"]), float(norm["std"])
         self.backend, cls = interpreter_class()
@@ -133,14 +144,20 @@ class Model:
         if int(shape[0]) != 1:
             self._interp.resize_tensor_input(inp["index"], [1, self.size, self.size, self.channels])
             self._interp.allocate_tensors()
+        self._lut = self._input_table()
 
     def info(self) -> dict:
         return {**{k: v for k, v in self.meta.items()}, "file": str(self.path), "sha256": self.sha256,
                 "bytes": self.path.stat().st_size, "input_dtype": str(self.input_dtype),
                 "output_dtype": str(self.output_dtype), "runtime": self.backend}
 
-    def _quantize_input(self, faces: np.ndarray) -> np.ndarray:
-        x = (faces.astype(np.float32) - self._mean) / self._std
+    def _input_table(self) -> np.ndarray:
+        """The model's input value for each pixel value 0..255: normalised, and quantised with the input
+        tensor's scale and zero point for int8 models. One table lookup per face then does it all."""
+        return self._quantize(np.arange(256, dtype=np.float32))
+
+    def _quantize(self, pixels: np.ndarray) -> np.ndarray:
+        x = (pixels - np.float32(self._mean)) / np.float32(self._std)
         if not self.quantized:
             return x.astype(self.input_dtype)
         scale, zero = self._in["quantization"]
@@ -159,20 +176,25 @@ class Model:
             faces = faces[..., None]
         if faces.shape[1:] != (self.size, self.size, self.channels):
             raise ValueError(f"faces must be (N, {self.size}, {self.size}, {self.channels}), got {faces.shape}")
-        n = faces.shape[0]
-        if n == 0:
+        if faces.shape[0] == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        out = self._run(self._quantize_input(faces))
+        x = self._lut[faces] if faces.dtype == np.uint8 else self._quantize(faces.astype(np.float32))
+        out = self._run(x)
         if self.flip_average:
-            # The model was trained on mirrored faces too: average the face and its mirror image.
-            out = (out + self._run(self._quantize_input(faces[:, :, ::-1]))) / 2.0
+            # The model was trained on mirrored faces too: average a face's answer with its mirror image's.
+            todo = np.arange(len(x)) if self.skip_mirror_at is None else \
+                np.flatnonzero(out.max(axis=1) < self.skip_mirror_at)
+            if len(todo):
+                out[todo] = (out[todo] + self._run(x[todo][:, :, ::-1])) / 2.0
         return out
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        out = np.empty((x.shape[0], len(self.labels)), np.float32)
-        # One face per invoke: the tensors stay allocated for batch 1, the common case on a device.
+        raw = np.empty((x.shape[0], len(self.labels)), self.output_dtype)
+        # One face per invoke: the tensors stay allocated for batch 1, the common case on a device (a
+        # larger batch costs the same per face here: the model's arithmetic dominates).
         for i in range(x.shape[0]):
-            self._interp.set_tensor(self._in["index"], x[i:i + 1])
+            self._interp.set_tensor(self._in["index"], np.ascontiguousarray(x[i:i + 1]))
             self._interp.invoke()
-            out[i] = self._dequantize_output(self._interp.get_tensor(self._out["index"]))[0]
-        return out
+            raw[i] = self._interp.get_tensor(self._out["index"])[0]
+        self.invocations += x.shape[0]
+        return self._dequantize_output(raw)

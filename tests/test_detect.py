@@ -104,3 +104,17 @@ def test_crop_blur_from_model_metadata():
     # sigma 0 is no blur at all
     assert np.array_equal(crop.crop_face(img, (0, 0, 96, 96), 24, blur={"sigma": 0, "at": 48}), sharp)
     assert np.array_equal(crop.whole_image(img, 24, blur={"sigma": 3.2, "at": 48}), soft)
+
+
+def test_crop_pads_like_the_padded_photo():
+    """The crop cuts before converting; where the square leaves the photo (even entirely), its pixels must
+    be those of the photo padded with its edge pixels."""
+    import cv2
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 256, (40, 70, 3), dtype=np.uint8)
+    for box in [(-10, -5, 30, 30), (60, 30, 25, 20), (-80, 10, 20, 20), (100, 90, 15, 15), (5, 5, 20, 20)]:
+        x0, y0, side = crop.square_box(box, 0.25)
+        pad = max(0, -x0, -y0, x0 + side - 70, y0 + side - 40)
+        big = cv2.copyMakeBorder(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        ref = big[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
+        assert np.array_equal(crop.crop_face(img, box, side, margin=0.25), ref), box

@@ -131,3 +131,20 @@ def test_from_array():
     assert img.pixels.shape == (10, 12, 3) and img.format == "array"
     with pytest.raises(ImageError):
         imageio.from_array(np.zeros((10,), np.uint8))
+
+
+def test_truncation_seen_past_an_embedded_thumbnail(tmp_path, picture):
+    """A camera JPEG carries a complete thumbnail JPEG in its header: the thumbnail's end marker must not
+    make a cut-off main picture look complete, and bytes after the end marker are no truncation."""
+    main = encode(".jpg", picture)
+    thumb = encode(".jpg", cv2.resize(picture, (20, 12)))
+    payload = b"Exif\x00\x00" + thumb
+    with_thumb = main[:2] + b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload + main[2:]
+    whole, cut, padded = tmp_path / "whole.jpg", tmp_path / "cut.jpg", tmp_path / "padded.jpg"
+    whole.write_bytes(with_thumb)
+    cut.write_bytes(with_thumb[: len(with_thumb) - len(main) // 3])
+    padded.write_bytes(main + b"\x00" * 64)
+    assert imageio.read_image(whole).pixels.shape == (60, 100, 3)
+    assert imageio.read_image(padded).pixels.shape == (60, 100, 3)
+    with pytest.raises(ImageError, match="truncated JPEG"):
+        imageio.read_image(cut)

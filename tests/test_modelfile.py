@@ -55,9 +55,9 @@ def test_int8_input_quantisation_uses_the_tensor_parameters(tiny_model):
     assert m.quantized and m.input_dtype == np.int8
     scale, zero = m._in["quantization"]
     faces = np.resize(np.arange(256), (1, 48, 48)).astype(np.uint8)      # every pixel value
-    q = m._quantize_input(faces[..., None])
+    q = m._lut[faces]                                                    # the pixel -> int8 table
     expected = np.clip(np.round(faces / 255.0 / scale) + zero, -128, 127)
-    assert np.array_equal(q[..., 0], expected.astype(np.int8))
+    assert np.array_equal(q, expected.astype(np.int8))
     probs = m.predict(faces)
     assert probs.shape == (1, 7) and abs(float(probs.sum()) - 1.0) < 0.05
     info = m.info()
@@ -104,8 +104,29 @@ def test_blur_metadata_is_validated_and_used(tiny_model, tmp_path):
 def test_flip_average_metadata(tiny_model, tmp_path):
     p = tmp_path / "flip.tflite"
     p.write_bytes(modelfile.embed_metadata(tiny_model.read_bytes(), {"flip_average": True}))
-    plain, flip = Model(tiny_model), Model(p)
+    plain, flip = Model(tiny_model), Model(p, skip_mirror_at=None)
     faces = np.random.default_rng(3).integers(0, 256, (2, 48, 48), dtype=np.uint8)
     expected = (plain.predict(faces) + plain.predict(faces[:, :, ::-1])) / 2
     assert flip.flip_average and np.allclose(flip.predict(faces), expected)
     assert not np.allclose(plain.predict(faces), expected)       # the mirror image does change the answer
+
+
+def test_mirror_pass_only_for_unsure_faces(tiny_model, tmp_path):
+    p = tmp_path / "flip.tflite"
+    p.write_bytes(modelfile.embed_metadata(tiny_model.read_bytes(), {"flip_average": True}))
+    plain = Model(tiny_model)
+    # noise at eight brightness levels: the untrained model's confidence grows with brightness
+    rng = np.random.default_rng(4)
+    faces = (rng.integers(0, 256, (8, 48, 48)) * np.linspace(0.1, 1, 8)[:, None, None]).astype(np.uint8)
+    first = plain.predict(faces)
+    averaged = (first + plain.predict(faces[:, :, ::-1])) / 2
+    conf, moved = first.max(axis=1), np.abs(averaged - first).max(axis=1) > 0
+    # a threshold with, on each side, a face whose answer the mirror image changes
+    cuts = [c for c in (np.unique(conf)[:-1] + np.unique(conf)[1:]) / 2
+            if (moved & (conf >= c)).any() and (moved & (conf < c)).any()]
+    assert cuts, "the test faces do not separate: pick others"
+    got = Model(p, skip_mirror_at=float(cuts[0])).predict(faces)
+    sure = conf >= cuts[0]
+    assert np.array_equal(got[sure], first[sure]) and np.allclose(got[~sure], averaged[~sure])
+    # pixels given as floats get the same answers as uint8 pixels
+    assert np.array_equal(Model(p).predict(faces.astype(np.float32)), Model(p).predict(faces))

@@ -160,7 +160,7 @@ def info(
 ):
     """Show a model's embedded metadata: labels, input, preprocessing, data set, metrics."""
     from .modelfile import ModelFileError
-    from .runtime import Model, RuntimeUnavailable
+    from .runtime import SKIP_MIRROR_AT, Model, RuntimeUnavailable
     try:
         m = Model(model)
     except (ModelFileError, RuntimeUnavailable) as exc:
@@ -179,7 +179,8 @@ def info(
         typer.echo(f"blur        Gaussian sigma {data['blur']['sigma']} on a {data['blur']['at']}x{data['blur']['at']} "
                    f"copy of each face (the model was trained on blurred pictures)")
     if data.get("flip_average"):
-        typer.echo("mirror      each face is classified as is and mirrored; the answers are averaged")
+        typer.echo(f"mirror      a face whose answer is below {SKIP_MIRROR_AT} confident is classified mirrored too; "
+                   "the two answers are averaged")
     typer.echo(f"labels      {', '.join(data['labels'])}")
     if not data.get("embedded"):
         typer.echo("metadata    none embedded: defaults assumed (convert with `edgeemo convert` to embed)")

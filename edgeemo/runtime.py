@@ -22,9 +22,9 @@ from .modelfile import ModelFileError
 
 DEFAULT_MODEL_NAME = "edgeemo-default.tflite"
 # Mirror averaging (models with "flip_average"): the mirrored pass is skipped for a face whose first answer
-# is already this confident. On FER2013 val/ (3,589 faces) with the shipped model the answers then equal
-# those of always averaging for 99.97% of faces, with the same accuracy (52.86%), and a third of the
-# mirrored passes are saved (a half on the group photos in ../shared/data/scenes).
+# is already this confident. On FER2013 val/ (3,561 faces) with the shipped model the answers then equal
+# those of always averaging for 99.97% of faces, with the same accuracy (52.79%), and a third of the
+# mirrored passes are saved (`python bench/mirror_threshold.py`).
 SKIP_MIRROR_AT = 0.6
 _BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
 

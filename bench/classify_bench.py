@@ -109,14 +109,14 @@ def main() -> None:
 
     print("\nper-face classification, 1 thread (one interpreter run; a model with mirror averaging runs a")
     print("second, mirrored pass for faces it is unsure of)")
-    single = Model(args.model, threads=1)
-    single.flip_average = False
-    t_q = timed(lambda: single.predict(face), args.repeat)
+    mirrors, skip_at = q.flip_average, q.skip_mirror_at
+    q.flip_average = False
+    t_q = timed(lambda: q.predict(face), args.repeat)
     print(f"  int8     {t_q * 1000:8.3f} ms")
-    if q.flip_average:
-        q.skip_mirror_at = None
+    q.flip_average, q.skip_mirror_at = mirrors, None
+    if mirrors:
         print(f"  int8 with the mirrored pass {timed(lambda: q.predict(face), args.repeat) * 1000:8.3f} ms")
-        q.skip_mirror_at = single.skip_mirror_at
+    q.skip_mirror_at = skip_at
     twin = float_twin(q, tmp)
     if twin:
         f = Model(twin, threads=1)

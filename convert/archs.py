@@ -28,14 +28,43 @@ RECIPES = {
     "edge24": Recipe("edge24", 24, 1, "edgeemo: 6 conv-BN-ReLU blocks 32-64-96-160 on 24x24 faces, GAP "
                      "(0.33 M params, ~15 M MACs); for blurred or low-resolution faces"),
     "edge-small": Recipe("edge-small", 48, 1, "edgeemo: 5 conv-BN-ReLU blocks 16-32-64-96, GAP (~0.1 M params)"),
+    "res40": Recipe("res40", 40, 1, "edgeemo v2: stem 24 + residual stages 32-64-64-128 on 40x40 faces, GAP "
+                    "(0.38 M params, ~63 M MACs); trained on random 36-48 px crops of 48x48 faces"),
+    "res40-small": Recipe("res40-small", 40, 1, "res40 at half width (16 + 16-32-32-64), for tests and smoke runs"),
     "tiny": Recipe("tiny", 48, 1, "2 conv layers, for tests and smoke runs only"),
 }
 
+# Recipes trained by edgeemo_convert.fasttrain: the training faces are loaded at SOURCE_SIZE and each batch
+# is cut from them at random (scale, shift, rotation), so the model sees the face at ``input_size``.
+CROP_TRAINED = {"res40", "res40-small"}
+SOURCE_SIZE = 48
 
-def build(name: str, num_classes: int = 7, input_size: int | None = None, channels: int | None = None):
-    """Build the Keras model for a recipe; ``input_size``/``channels`` override the recipe's defaults."""
+
+def build(name: str, num_classes: int = 7, input_size: int | None = None, channels: int | None = None,
+          for_training: bool = False):
+    """Build the Keras model for a recipe; ``input_size``/``channels`` override the recipe's defaults.
+
+    ``for_training`` (crop-trained recipes only) builds the training twin: bfloat16 mixed precision and
+    fused batch normalisation, 2x faster on a CPU with AVX-512 BF16, with the same weights in the same
+    order as the plain float32 model that is validated, saved and converted."""
+    import keras
+
+    if for_training:
+        previous = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        try:
+            return _build(name, num_classes, input_size, channels, fused_bn=True)
+        finally:
+            keras.mixed_precision.set_global_policy(previous)
+    return _build(name, num_classes, input_size, channels, fused_bn=False)
+
+
+def _build(name, num_classes, input_size, channels, fused_bn):
     import keras
     from keras import layers
+
+    if fused_bn:
+        layers = _FusedLayers(layers)
 
     if name not in RECIPES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(RECIPES)}")
@@ -84,6 +113,13 @@ def build(name: str, num_classes: int = 7, input_size: int | None = None, channe
         x = layers.Dense(84)(x)
         x = layers.ReLU()(x)
         x = layers.Dropout(0.5)(x)
+    elif name in ("res40", "res40-small"):
+        div = 2 if name == "res40-small" else 1
+        x = _conv_bn(layers, x, 24 // div, 1, relu=True)
+        for i, filters in enumerate((32, 64, 64, 128)):
+            x = _residual(layers, x, filters // div, stride=1 if i == 0 else 2)
+        x = layers.GlobalAveragePooling2D()(x)
+        x = layers.Dropout(0.2)(x)
     elif name in ("edge", "edge24", "edge-small", "tiny"):
         plan = {
             "edge": [(24, 1), (48, 2), (96, 2), (128, 2)],
@@ -100,5 +136,72 @@ def build(name: str, num_classes: int = 7, input_size: int | None = None, channe
                 x = layers.MaxPooling2D(2)(x)
         x = layers.GlobalAveragePooling2D()(x)
         x = layers.Dropout(0.4 if name in ("edge", "edge24") else 0.2)(x)
-    out = layers.Dense(num_classes, activation="softmax", name="probs")(x)
+    out = layers.Dense(num_classes, activation="softmax", name="probs", dtype="float32")(x)
     return keras.Model(inp, out, name=name.replace("-", "_"))
+
+
+def _conv_bn(layers, x, filters: int, stride: int, relu: bool, kernel: int = 3):
+    x = layers.Conv2D(filters, kernel, strides=stride, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.ReLU()(x) if relu else x
+
+
+def _residual(layers, x, filters: int, stride: int):
+    """Basic ResNet block: two 3x3 conv-BN, a 1x1 conv-BN shortcut where the shape changes, ReLU after the sum."""
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = _conv_bn(layers, x, filters, stride, relu=False, kernel=1)
+    y = _conv_bn(layers, x, filters, stride, relu=True)
+    y = _conv_bn(layers, y, filters, 1, relu=False)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+class _FusedLayers:
+    """``keras.layers`` with BatchNormalization swapped for the fused TensorFlow kernel."""
+
+    def __init__(self, layers):
+        self._layers = layers
+
+    def __getattr__(self, name):
+        if name == "BatchNormalization":
+            return lambda **kw: _fused_bn_class()(**kw)
+        return getattr(self._layers, name)
+
+
+_FUSED = None
+
+
+def _fused_bn_class():
+    """A BatchNormalization layer on ``tf.compat.v1.nn.fused_batch_norm`` (Keras 3's own layer computes the
+    moments op by op: a third of a training step here). Weights: gamma, beta, moving mean and variance, in
+    Keras' order; momentum 0.99 and epsilon 1e-3, Keras' defaults. Statistics stay in float32 under
+    mixed precision."""
+    global _FUSED
+    if _FUSED is None:
+        import keras
+        import tensorflow as tf
+
+        class FusedBatchNorm(keras.layers.Layer):
+            def build(self, shape):
+                c = shape[-1]
+                self.gamma = self.add_weight(shape=(c,), initializer="ones", name="gamma")
+                self.beta = self.add_weight(shape=(c,), initializer="zeros", name="beta")
+                self.moving_mean = self.add_weight(shape=(c,), initializer="zeros", trainable=False,
+                                                   name="moving_mean")
+                self.moving_variance = self.add_weight(shape=(c,), initializer="ones", trainable=False,
+                                                       name="moving_variance")
+
+            def call(self, x, training=False):
+                # ._value: the float32 variables themselves, not the bfloat16 autocast copies
+                g, b = self.gamma._value, self.beta._value
+                if training:
+                    y, mean, var = tf.compat.v1.nn.fused_batch_norm(x, g, b, epsilon=1e-3, is_training=True)[:3]
+                    self.moving_mean.assign(0.99 * self.moving_mean._value + 0.01 * mean)
+                    self.moving_variance.assign(0.99 * self.moving_variance._value + 0.01 * var)
+                    return y
+                return tf.compat.v1.nn.fused_batch_norm(x, g, b, self.moving_mean._value,
+                                                        self.moving_variance._value, epsilon=1e-3,
+                                                        is_training=False)[0]
+
+        _FUSED = FusedBatchNorm
+    return _FUSED

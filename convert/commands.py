@@ -53,7 +53,13 @@ def train(data, dataset: str, out, cfg: TrainConfig, val_fraction: float = 0.15,
     if cv and cv != "loso" and not cv.isdigit():
         raise SystemExit(f"--cv takes a number of folds or 'loso', not {cv!r}")
     size, ch = cfg.input_size or recipe.input_size, cfg.channels or recipe.channels
-    fs, x = load_inputs(data, dataset, size, ch, detector, detector_model)
+    crop_trained = cfg.arch in archs.CROP_TRAINED
+    if crop_trained and cfg.blur():
+        raise SystemExit(f"--blur is for the 48x48 recipes trained on blurred pictures; {cfg.arch} is trained "
+                         f"on sharp faces: drop --blur or choose --arch edge24")
+    # Crop-trained recipes cut each training face at random from a larger source picture.
+    fs, x = load_inputs(data, dataset, max(size, archs.SOURCE_SIZE) if crop_trained else size, ch, detector,
+                        detector_model)
     echo(describe(fs, data, dataset))
     out = Path(out)
     if cv:
@@ -69,10 +75,27 @@ def train(data, dataset: str, out, cfg: TrainConfig, val_fraction: float = 0.15,
         det = prepare.dataset_detector(dataset, detector, detector_model)
         x[va] = prepare.to_inputs(fs.subset(va), size, ch, det, 0.15 if det is not None else 0.0, cfg.blur())
         echo(f"validation faces blurred with sigma {cfg.blur_sigma:g} (at 48x48), as the device will blur them")
-    model, history = fit(x[tr], fs.labels[tr], x[va], fs.labels[va], cfg, out, resume, echo)
-    rep = finish_run(model, history, x[va], fs.labels[va], cfg, out, data_info(fs, data, dataset, tr, va))
+    x_va = _eval_inputs(x[va], cfg)
+    model, history = _fit_recipe(x[tr], fs.labels[tr], x[va], fs.labels[va], cfg, out, resume, echo)
+    rep = finish_run(model, history, x_va, fs.labels[va], cfg, out, data_info(fs, data, dataset, tr, va))
     echo(f"validation accuracy {rep['accuracy']:.4f}, macro-F1 {rep['macro_f1']:.4f}; wrote {out}")
     return rep
+
+
+def _eval_inputs(x: np.ndarray, cfg: TrainConfig) -> np.ndarray:
+    """Faces as the model sees them at test time: crop-trained recipes see the whole source face resized."""
+    if cfg.arch not in archs.CROP_TRAINED:
+        return x
+    from .augment import eval_view
+    return eval_view(x, cfg.input_size or archs.RECIPES[cfg.arch].input_size)
+
+
+def _fit_recipe(x_tr, y_tr, x_te, y_te, cfg: TrainConfig, out, resume, echo, keep_best=True):
+    """Train with the recipe's own trainer: fasttrain for crop-trained recipes, train.fit for the others."""
+    if cfg.arch in archs.CROP_TRAINED:
+        from .fasttrain import fit_fast
+        return fit_fast(x_tr, y_tr, _eval_inputs(x_te, cfg), y_te, cfg, out, resume, echo, keep_best)
+    return fit(x_tr, y_tr, x_te, y_te, cfg, out, resume, echo, keep_best)
 
 
 def check_sharpness(fs, tr, va, cfg: TrainConfig, echo=print) -> tuple[float, float]:
@@ -119,9 +142,9 @@ def cross_validate(fs, x, cfg: TrainConfig, cv: str, out: Path, dataset: str, ec
     fold_reports, y_all, p_all = [], [], []
     fcfg = TrainConfig(**{**cfg.__dict__, "patience": 0})   # no peeking at the test fold
     for name, tr, te in folds:
-        model, _ = fit(x[tr], fs.labels[tr], x[te], fs.labels[te], fcfg, None, False, echo=lambda s: None,
-                       keep_best=False)
-        pred = predict(model, x[te]).argmax(axis=1)
+        model, _ = _fit_recipe(x[tr], fs.labels[tr], x[te], fs.labels[te], fcfg, None, False, echo=lambda s: None,
+                               keep_best=False)
+        pred = predict(model, _eval_inputs(x[te], cfg)).argmax(axis=1)
         rep = metrics.report(fs.labels[te], pred)
         rep["fold"] = name
         fold_reports.append(rep)

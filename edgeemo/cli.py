@@ -254,7 +254,7 @@ def _convert_module(name: str):
 def train(
     data: Path = typer.Option(..., "--data", help="Data set folder (or FER2013 CSV file)."),
     dataset: str = typer.Option("folder", "--dataset", help="fer2013, jaffe, ckplus or folder."),
-    arch: str = typer.Option("edge", "--arch", help="seed-basic, seed-dropout, seed-best, edge, edge-small, tiny."),
+    arch: str = typer.Option("edge", "--arch", help="res40 (the default model's), seed-basic, seed-dropout, seed-best, edge, edge24, edge-small, res40-small, tiny."),
     optimizer: str = typer.Option("adam", "--optimizer", help="adam, sgd or nadam."),
     epochs: int = typer.Option(40, "--epochs"),
     batch_size: int = typer.Option(64, "--batch-size"),
@@ -265,6 +265,7 @@ def train(
     cv: Optional[str] = typer.Option(None, "--cv", help="K (stratified k-fold) or loso (leave one subject out)."),
     no_augment: bool = typer.Option(False, "--no-augment"),
     no_class_weights: bool = typer.Option(False, "--no-class-weights"),
+    label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Label smoothing, e.g. 0.1."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop after this many minutes."),
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Override the recipe's input size."),
     blur: float = typer.Option(0.0, "--blur", help="Gaussian blur sigma (on a 48x48 face) that validation and "
@@ -284,7 +285,7 @@ def train(
         raise typer.BadParameter(f"{dataset!r}; choose one of {', '.join(DATASETS)}", param_hint="--dataset")
     cfg = TrainConfig(arch=arch, optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                       patience=patience, augment=not no_augment, class_weights=not no_class_weights,
-                      time_budget_min=time_budget, input_size=input_size,
+                      time_budget_min=time_budget, input_size=input_size, label_smoothing=label_smoothing,
                       blur_sigma=blur)
     from .detect import DetectorError
     try:

@@ -1,0 +1,207 @@
+"""The trainer of the crop-trained recipes (``res40``): fast on a 2-core CPU, resumable, one line per epoch.
+
+What makes it fast and what makes it good, measured on FER2013 on this kind of machine:
+- the decoded uint8 faces stay in memory; a background thread cuts each batch with one affine warp per face
+  (``augment.batch``) while TensorFlow trains on the previous one; the train step is one ``tf.function``;
+- SGD with Nesterov momentum, linear warm-up then cosine decay, weight decay, label smoothing, class weights
+  (a gentle power of the inverse frequency, for disgust);
+- an exponential moving average (EMA) of the weights, which is what is validated and saved.
+
+Validation (every epoch) scores the EMA weights on the whole validation faces resized to the input size,
+averaged with their mirror image as the device does; the best epoch is kept (``model.keras``).
+The run folder holds ``last.weights.h5``/``last_ema.weights.h5``/``last_opt.npz`` + ``state.json`` for
+``--resume`` and ``history.csv``.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgeemo.labels import LABELS
+
+from . import archs, augment
+
+DEFAULTS = {"weight_decay": 5e-4, "warmup_epochs": 2, "ema_decay": 0.999, "class_weight_power": 0.3,
+            "lr": 0.05, "batch_size": 128}
+
+
+def class_weights(labels: np.ndarray, power: float, n: int = len(LABELS)) -> np.ndarray:
+    """(total / (classes * count)) ** power, normalised so the mean weight per training face is 1."""
+    counts = np.bincount(labels, minlength=n).astype(float)
+    w = np.zeros(n)
+    present = counts > 0
+    w[present] = (counts[present].sum() / (present.sum() * counts[present])) ** power
+    w /= (w[labels]).mean()
+    return w
+
+
+def _batches(x, y, w, batch_size, seed, cfg, stop):
+    """Yield (faces, one-hot-free labels, weights) for one epoch, produced in a background thread."""
+    q: queue.Queue = queue.Queue(maxsize=6)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(x))
+
+    def work():
+        for i in range(0, len(order) - batch_size + 1, batch_size):   # drop the last partial batch
+            if stop.is_set():
+                break
+            idx = np.sort(order[i:i + batch_size])
+            q.put((augment.batch(x[idx], rng, cfg), y[idx], w[idx]))
+        q.put(None)
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    while (item := q.get()) is not None:
+        yield item
+    t.join()
+
+
+def predict_mirror(model, x: np.ndarray, batch: int = 512, mirror: bool = True) -> np.ndarray:
+    out = []
+    for i in range(0, len(x), batch):
+        f = x[i:i + batch].astype(np.float32) / 255.0
+        p = np.asarray(model(f, training=False))
+        if mirror:
+            p = (p + np.asarray(model(f[:, :, ::-1], training=False))) / 2.0
+        out.append(p)
+    return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
+
+
+def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=print, keep_best=True):
+    """Train ``cfg.arch`` (a crop-trained recipe) on uint8 faces at the source size; ``x_val`` is already at
+    the model's input size. Returns (Keras model with the best EMA weights, history)."""
+    from .train import _tf, _write_history
+    tf, keras = _tf()
+    keras.utils.set_random_seed(cfg.seed)
+    run = Path(run_dir) if run_dir else None
+    if run:
+        run.mkdir(parents=True, exist_ok=True)
+    ex = {**DEFAULTS, **(cfg.extra or {})}
+    batch_size = cfg.batch_size if cfg.batch_size else ex["batch_size"]
+    base_lr = cfg.lr if cfg.lr is not None else ex["lr"]
+    size = x_val.shape[1]
+    aug_cfg = augment.AugmentConfig(out_size=size)
+    if not cfg.augment:
+        aug_cfg = augment.AugmentConfig(out_size=size, scale=(1.0, 1.0), shift=0.0, rotate_deg=0.0, flip=False,
+                                        brightness=0.0, contrast=(1.0, 1.0), erase_p=0.0)
+    n_cls = len(LABELS)
+    w_cls = class_weights(y_tr, ex["class_weight_power"]) if cfg.class_weights else np.ones(n_cls)
+    w_tr = w_cls[y_tr].astype(np.float32)
+    steps = len(x_tr) // batch_size
+    total = steps * cfg.epochs
+    warm = min(total // 4, steps * int(ex["warmup_epochs"]))
+
+    model = archs.build(cfg.arch, n_cls, size, x_tr.shape[3], for_training=True)
+    ema = archs.build(cfg.arch, n_cls, size, x_tr.shape[3])       # float32, plain Keras layers
+    if [tuple(v.shape) for v in ema.weights] != [tuple(v.shape) for v in model.weights]:
+        raise RuntimeError(f"{cfg.arch}: the training twin's weights do not line up with the model's")
+    ema.set_weights(model.get_weights())
+    ema_vars = [tf.Variable(w, trainable=False) for w in model.get_weights()]
+    step_var = tf.Variable(0, dtype=tf.int64, trainable=False)
+    opt = keras.optimizers.SGD(learning_rate=base_lr, momentum=0.9, nesterov=True)
+    decay_vars = [v for v in model.trainable_variables if len(v.shape) > 1]     # kernels, not BN or biases
+    loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing,
+                                                   reduction="sum_over_batch_size")
+
+    def lr_at(step):
+        step = tf.cast(step, tf.float32)
+        warm_lr = base_lr * (step + 1.0) / float(max(warm, 1))
+        prog = tf.clip_by_value((step - warm) / float(max(total - warm, 1)), 0.0, 1.0)
+        cos_lr = base_lr * (0.005 + 0.995 * 0.5 * (1.0 + tf.cos(np.pi * prog)))
+        return tf.where(step < warm, warm_lr, cos_lr)
+
+    @tf.function(reduce_retracing=True)
+    def train_step(xb, yb, wb):
+        lr = lr_at(step_var)
+        opt.learning_rate.assign(lr)
+        with tf.GradientTape() as tape:
+            p = model(xb, training=True)
+            loss = loss_fn(tf.one_hot(yb, n_cls), p, sample_weight=wb)
+        grads = tape.gradient(loss, model.trainable_variables)
+        opt.apply_gradients(zip(grads, model.trainable_variables))
+        for v in decay_vars:          # decoupled weight decay, scaled by the learning rate (SGDW)
+            v.assign_sub(lr * ex["weight_decay"] * v)
+        d = tf.minimum(ex["ema_decay"], (1.0 + tf.cast(step_var, tf.float32)) / (10.0 + tf.cast(step_var, tf.float32)))
+        for e, m in zip(ema_vars, model.weights):
+            e.assign(d * e + (1.0 - d) * tf.cast(m, tf.float32))
+        step_var.assign_add(1)
+        acc = tf.reduce_mean(tf.cast(tf.equal(tf.argmax(p, 1, output_type=tf.int32), tf.cast(yb, tf.int32)), tf.float32))
+        return loss, acc
+
+    state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0, "history": [], "elapsed_s": 0.0}
+    if resume and run and (run / "state.json").exists() and (run / "last.weights.h5").exists():
+        state = json.loads((run / "state.json").read_text())
+        model.load_weights(run / "last.weights.h5")
+        ema.load_weights(run / "last_ema.weights.h5")
+        for e, w in zip(ema_vars, ema.get_weights()):
+            e.assign(w)
+        opt.build(model.trainable_variables)
+        saved = np.load(run / "last_opt.npz")
+        for v, k in zip(opt.variables, sorted(saved.files, key=int)):
+            v.assign(saved[k])
+        step_var.assign(state["epoch"] * steps)
+        echo(f"resuming {run} at epoch {state['epoch'] + 1} (best val accuracy so far "
+             f"{state['best_val_accuracy']:.4f} at epoch {state['best_epoch']})")
+    elif resume:
+        echo(f"nothing to resume in {run}; starting afresh")
+
+    history = state["history"]
+    t_start = time.time() - state.get("elapsed_s", 0.0)
+    y_val_oh = np.eye(n_cls, dtype=np.float32)[y_val]
+    best_weights = None
+    if run and state["best_epoch"] and (run / "model.keras").exists():
+        best_weights = keras.models.load_model(run / "model.keras").get_weights()
+    since_best = state["epoch"] - state["best_epoch"]
+    for epoch in range(state["epoch"], cfg.epochs):
+        t0 = time.time()
+        stop = threading.Event()
+        losses, accs = [], []
+        for xb, yb, wb in _batches(x_tr, y_tr, w_tr, batch_size, cfg.seed * 1000 + epoch, aug_cfg, stop):
+            loss, acc = train_step(xb, yb, wb)
+            losses.append(float(loss))
+            accs.append(float(acc))
+        t_train = time.time() - t0
+        ema.set_weights([v.numpy() for v in ema_vars])
+        probs = predict_mirror(ema, x_val)
+        val_acc = float((probs.argmax(1) == y_val).mean())
+        val_loss = float(-np.mean(np.sum(y_val_oh * np.log(np.clip(probs, 1e-7, 1.0)), axis=1)))
+        row = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5), "accuracy": round(float(np.mean(accs)), 5),
+               "val_loss": round(val_loss, 5), "val_accuracy": round(val_acc, 5),
+               "lr": round(float(lr_at(step_var - 1)), 7), "seconds": round(time.time() - t0, 1),
+               "train_seconds": round(t_train, 1)}
+        history.append(row)
+        improved = val_acc > state["best_val_accuracy"]
+        if improved:
+            state["best_val_accuracy"], state["best_epoch"] = val_acc, epoch + 1
+            best_weights = ema.get_weights()
+            since_best = 0
+        else:
+            since_best += 1
+        state["epoch"] = epoch + 1
+        state["elapsed_s"] = round(time.time() - t_start, 1)
+        echo(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
+             f"val_loss {val_loss:.4f}  val_acc(EMA, mirrored) {val_acc:.4f}{' *' if improved else '  '}  "
+             f"lr {row['lr']:.2e}  {row['seconds']:.0f}s")
+        if run:
+            if improved:
+                ema.save(run / "model.keras")
+            model.save_weights(run / "last.weights.h5")
+            ema.save_weights(run / "last_ema.weights.h5")
+            np.savez(run / "last_opt.npz", **{str(i): v.numpy() for i, v in enumerate(opt.variables)})
+            (run / "state.json").write_text(json.dumps(state, indent=1))
+            _write_history(history, run / "history.csv")
+        if cfg.patience and since_best >= cfg.patience:
+            echo(f"early stop: validation accuracy has not improved for {cfg.patience} epochs")
+            break
+        if cfg.time_budget_min and (time.time() - t_start) + row["seconds"] > cfg.time_budget_min * 60:
+            echo(f"stopping: the next epoch would exceed the time budget of {cfg.time_budget_min:g} min")
+            break
+    if not keep_best or best_weights is None:
+        best_weights = ema.get_weights()
+    ema.set_weights(best_weights)
+    return ema, history

@@ -1,0 +1,122 @@
+"""The crop-trained recipes (res40, the default model's): the augmentation's geometry, the bfloat16 training
+twin that must line up weight for weight with the float model that ships, class weights, and
+`edgeemo train --arch res40-small` end to end with --resume and conversion to int8."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edgeemo_convert import augment
+
+OFF = dict(scale=(1.0, 1.0), shift=0.0, rotate_deg=0.0, flip=False, brightness=0.0, contrast=(1.0, 1.0), erase_p=0.0)
+
+
+def faces(n=8, size=48, seed=0):
+    rng = np.random.default_rng(seed)
+    base = cv2.GaussianBlur(rng.integers(0, 256, (n, size, size), dtype=np.uint8), (0, 0), 2)
+    return base[..., None]
+
+
+def test_identity_augmentation_is_the_whole_face_resized():
+    x = faces()
+    out = augment.batch(x, np.random.default_rng(0), augment.AugmentConfig(out_size=40, **OFF))
+    assert out.shape == (8, 40, 40, 1) and out.dtype == np.float32
+    want = np.stack([cv2.resize(f, (40, 40), interpolation=cv2.INTER_LINEAR) for f in x[..., 0]])
+    assert np.abs(np.rint(out[..., 0] * 255) - want).max() <= 1.0
+
+
+def test_scale_crops_the_centre_and_flip_mirrors():
+    x = faces()
+    half = augment.batch(x, np.random.default_rng(0), augment.AugmentConfig(out_size=24, **{**OFF, "scale": (0.5, 0.5)}))
+    # a crop of half the side, shown at 24 px: the central 24x24 pixels of the 48x48 face
+    assert np.abs(np.rint(half[..., 0] * 255) - x[:, 12:36, 12:36, 0]).max() <= 1.0
+    rng = np.random.default_rng(3)
+    cfg = augment.AugmentConfig(out_size=48, **{**OFF, "flip": True})
+    flipped = np.rint(augment.batch(x, rng, cfg)[..., 0] * 255)
+    mirrored = [np.abs(f - x[i, :, ::-1, 0]).max() <= 1.0 for i, f in enumerate(flipped)]
+    same = [np.abs(f - x[i, :, :, 0]).max() <= 1.0 for i, f in enumerate(flipped)]
+    assert all(m or s for m, s in zip(mirrored, same)) and any(mirrored) and any(same)
+
+
+def test_full_augmentation_is_seeded_and_in_range():
+    x = faces(32)
+    cfg = augment.AugmentConfig()
+    a = augment.batch(x, np.random.default_rng(7), cfg)
+    b = augment.batch(x, np.random.default_rng(7), cfg)
+    c = augment.batch(x, np.random.default_rng(8), cfg)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a.min() >= 0.0 and a.max() <= 1.0 and a.shape == (32, 40, 40, 1)
+
+
+def test_eval_view_matches_the_device_crop():
+    from edgeemo import crop
+    x = faces(4)
+    view = augment.eval_view(x, 40)
+    for i in range(4):
+        assert np.array_equal(view[i, :, :, 0], crop.whole_image(x[i, :, :, 0], 40))
+
+
+def test_class_weights_favour_rare_classes_with_mean_one():
+    from edgeemo_convert.fasttrain import class_weights
+    y = np.array([0] * 40 + [1] * 4 + [3] * 80)
+    w = class_weights(y, 0.3)
+    assert w[y].mean() == pytest.approx(1.0)
+    assert w[1] > w[0] > w[3] > 0 and w[2] == 0          # an absent class: no weight
+    assert np.allclose(class_weights(y, 0.0)[y], 1.0)
+
+
+@pytest.mark.train
+def test_training_twin_lines_up_with_the_float_model():
+    pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    import keras
+
+    from edgeemo_convert import archs
+    keras.utils.set_random_seed(0)
+    twin = archs.build("res40-small", for_training=True)
+    plain = archs.build("res40-small")
+    assert [v.shape for v in twin.weights] == [v.shape for v in plain.weights]
+    rng = np.random.default_rng(0)
+    # non-trivial batch-norm statistics, so that a swapped mean and variance would show
+    ws = [w + rng.uniform(0.1, 0.5, w.shape).astype(np.float32) if w.ndim == 1 else w for w in twin.get_weights()]
+    twin.set_weights(ws)
+    plain.set_weights(ws)
+    x = rng.random((6, 40, 40, 1)).astype(np.float32)
+    p_twin = np.asarray(twin(x, training=False), np.float32)
+    p_plain = np.asarray(plain(x, training=False))
+    assert p_plain.dtype == np.float32 and np.abs(p_twin - p_plain).max() < 0.03   # bfloat16 vs float32
+    assert (p_twin.argmax(1) == p_plain.argmax(1)).mean() >= 5 / 6
+
+
+@pytest.mark.train
+def test_train_res40_small_resume_and_convert(tmp_path):
+    pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    from typer.testing import CliRunner
+
+    from edgeemo.cli import app
+    from edgeemo.runtime import Model
+    from synth_faces import write_fer_folders
+    data = tmp_path / "fer"
+    write_fer_folders(data, per_class=10, val_per_class=3)
+    out = tmp_path / "run"
+    args = ["train", "--data", data, "--dataset", "fer2013", "--arch", "res40-small", "--optimizer", "sgd",
+            "--batch-size", 16, "--label-smoothing", 0.1, "--patience", 0, "--out", out, "--resume"]
+    r1 = CliRunner().invoke(app, [str(a) for a in args + ["--epochs", 1]])
+    assert r1.exit_code == 0, r1.output
+    assert "epoch   1/1" in r1.output and "val_acc(EMA, mirrored)" in r1.output
+    for f in ("model.keras", "last.weights.h5", "last_ema.weights.h5", "last_opt.npz", "state.json", "history.csv"):
+        assert (out / f).is_file(), f
+    r2 = CliRunner().invoke(app, [str(a) for a in args + ["--epochs", 2]])
+    assert r2.exit_code == 0, r2.output
+    assert "resuming" in r2.output and "epoch   2/2" in r2.output and "epoch   1/" not in r2.output
+    state = json.loads((out / "state.json").read_text())
+    assert state["epoch"] == 2 and len(state["history"]) == 2
+    tfl = tmp_path / "m.tflite"
+    r3 = CliRunner().invoke(app, [str(a) for a in ["convert", out / "model.keras", "--calib", data, "--dataset",
+                                                   "fer2013", "--out", tfl, "--force"]])
+    assert r3.exit_code == 0, r3.output
+    m = Model(tfl)
+    assert m.size == 40 and m.quantized
+    assert m.predict(np.zeros((2, 40, 40), np.uint8)).shape == (2, 7)

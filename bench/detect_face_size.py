@@ -41,7 +41,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     from edgeemo.detect import DetectOptions
     from edgeemo.detect.haar import Haar
-    from edgeemo.detect.scoring import iou, load_imglab, match
+    from edgeemo_convert.detection_scoring import iou, load_imglab, match
 
     truth = load_imglab(SCENES / "training.xml")
     photos = {name: cv2.imread(str(SCENES / name)) for name in [*truth, "dogs.jpg"]}

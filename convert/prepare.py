@@ -5,7 +5,7 @@ import logging
 
 import numpy as np
 
-from edgeemo import crop
+from edgeemo import crop, imageio
 from edgeemo.labels import LABELS
 
 from .datasets import FaceSet
@@ -35,19 +35,17 @@ def to_inputs(fs: FaceSet, size: int, channels: int = 1, detector=None, margin: 
     ``fs.notes['no_face_used_whole']``.
     """
     out = np.empty((len(fs), size, size, channels), dtype=np.uint8)
+    geometry = crop.FaceGeometry(size, channels, margin, blur)
     missed = 0
     for i, img in enumerate(fs.images):
-        face = None
+        boxes = None
         if detector is not None:
-            boxes = detector.detect(img)
-            if boxes:
-                best = max(boxes, key=lambda b: b.w * b.h)
-                face = crop.crop_face(img, best.xywh, size, margin, channels, blur)
+            found = detector.detect(img)
+            if found:
+                boxes = [max(found, key=lambda b: b.w * b.h)]
             else:
                 missed += 1
-        if face is None:
-            face = crop.whole_image(img, size, channels, blur)
-        out[i] = face.reshape(size, size, channels)
+        out[i] = crop.model_inputs(img, boxes, geometry)[0]
     if detector is not None:
         fs.notes["detector"] = getattr(detector, "name", type(detector).__name__)
         fs.notes["no_face_used_whole"] = missed
@@ -137,4 +135,4 @@ def sharpness(images, limit: int = 500, seed: int = 0) -> float:
     import cv2
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(images))[:limit]
-    return float(np.median([cv2.Laplacian(crop.to_gray(images[i]), cv2.CV_64F).var() for i in idx])) if len(idx) else 0.0
+    return float(np.median([cv2.Laplacian(imageio.to_gray(images[i]), cv2.CV_64F).var() for i in idx])) if len(idx) else 0.0

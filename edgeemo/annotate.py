@@ -6,12 +6,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .imageio import to_bgr
+
 _COLORS = {"angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160), "happy": (40, 200, 240),
            "sad": (200, 120, 40), "surprise": (0, 140, 255), "neutral": (180, 180, 180)}
 
 
 def draw(pixels: np.ndarray, faces: list[dict]) -> np.ndarray:
-    img = cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR) if pixels.ndim == 2 else pixels.copy()
+    img = to_bgr(pixels)
+    img = img.copy() if img is pixels else img          # never draw on the caller's picture
     thick = max(1, round(max(img.shape[:2]) / 400))
     for f in faces:
         x, y, w, h = f["box"]

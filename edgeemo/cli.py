@@ -61,7 +61,7 @@ def _make_classifier(model, detector, detector_model, threads, min_face, max_fac
         clf = Classifier(model, detector, detector_model, threads, min_face, max_faces, score_threshold)
     except (ModelFileError, DetectorError, RuntimeUnavailable) as exc:
         _fail(str(exc))
-    where = getattr(clf.detector, "model_path", None)
+    where = clf.detector.model_path
     note = f" ({where})" if where else (" (YuNet model file not found; see --detector-model)"
                                         if detector == "auto" and clf.detector.name == "haar" else "")
     typer.echo(f"edgeemo: model {clf.model.name} ({'int8' if clf.model.quantized else 'float'}), "

@@ -6,19 +6,39 @@ Training (edgeemo_convert) uses these same functions, so what is trained is what
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
 import numpy as np
 
+from .imageio import to_bgr, to_gray
 
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """uint8 gray from uint8 gray or BGR."""
-    if image.ndim == 2:
-        return image
-    if image.shape[2] == 1:
-        return image[:, :, 0]
-    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+@dataclass(frozen=True)
+class FaceGeometry:
+    """What a model expects of a face: its input side and channels, the margin added around a detector box,
+    and an optional input blur. ``edgeemo.runtime.Model.geometry`` reads it from the model's metadata."""
+    size: int
+    channels: int = 1
+    margin: float = 0.0
+    blur: dict | None = None
+
+
+def model_inputs(pixels: np.ndarray, boxes, geometry: FaceGeometry) -> np.ndarray:
+    """The model's input faces, uint8 (N, size, size, channels), from a picture and its face boxes.
+
+    ``boxes`` None: the picture is itself one face (pre-cropped, ``--detector none``), used whole. The device
+    (``edgeemo.pipeline``) and training, conversion and evaluation (``edgeemo_convert``) all come through here,
+    so what is evaluated is what the device runs."""
+    g = geometry
+    if boxes is None:
+        crops = [whole_image(pixels, g.size, g.channels, g.blur)]
+    else:
+        crops = [crop_face(pixels, getattr(b, "xywh", b), g.size, g.margin, g.channels, g.blur) for b in boxes]
+    if not crops:
+        return np.zeros((0, g.size, g.size, g.channels), np.uint8)
+    return np.stack(crops).reshape(len(crops), g.size, g.size, g.channels)
 
 
 def square_box(box, margin: float) -> tuple[int, int, int]:
@@ -48,7 +68,7 @@ def crop_face(image: np.ndarray, box, size: int, margin: float = 0.0, channels: 
     cx0, cx1, left, right = _span(x0, x1, w_img)
     cy0, cy1, top, bottom = _span(y0, y1, h_img)
     part = image[cy0:cy1, cx0:cx1]
-    face = to_gray(part) if channels == 1 else _to_bgr(part)
+    face = to_gray(part) if channels == 1 else to_bgr(part)
     if top or bottom or left or right:
         face = cv2.copyMakeBorder(face, top, bottom, left, right, cv2.BORDER_REPLICATE)
     if blur and float(blur.get("sigma", 0)) > 0:
@@ -93,11 +113,3 @@ def _resize(face: np.ndarray, size: int) -> np.ndarray:
         return face
     interp = cv2.INTER_AREA if face.shape[0] >= size else cv2.INTER_LINEAR
     return cv2.resize(face, (size, size), interpolation=interp)
-
-
-def _to_bgr(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    if image.shape[2] == 1:
-        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
-    return image

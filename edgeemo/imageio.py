@@ -231,3 +231,21 @@ def from_array(array: np.ndarray) -> Image:
         pixels = pixels[:, :, 0]
     digest = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
     return Image(np.ascontiguousarray(pixels), digest, "array", None)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 gray from uint8 gray (2-D or one channel) or BGR."""
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 1:
+        return image[:, :, 0]
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def to_bgr(image: np.ndarray) -> np.ndarray:
+    """uint8 BGR from uint8 gray (2-D or one channel) or BGR."""
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 1:
+        return cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
+    return image

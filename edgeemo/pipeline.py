@@ -47,12 +47,7 @@ class Classifier:
         return self.model.labels
 
     def faces_to_inputs(self, pixels: np.ndarray, boxes) -> np.ndarray:
-        m = self.model
-        if getattr(self.detector, "precropped", False):
-            crops = [crop.whole_image(pixels, m.size, m.channels, m.blur)]
-        else:
-            crops = [crop.crop_face(pixels, b.xywh, m.size, m.margin, m.channels, m.blur) for b in boxes]
-        return np.stack(crops).reshape(len(crops), m.size, m.size, m.channels)
+        return crop.model_inputs(pixels, None if self.detector.precropped else boxes, self.model.geometry)
 
     def analyze(self, source, **extra) -> Analysis:
         """Classify one image (path or array); returns the record and the decoded image (None on failure)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import modelfile
+from .crop import FaceGeometry
 from .modelfile import ModelFileError
 
 DEFAULT_MODEL_NAME = "edgeemo-default.tflite"
@@ -117,6 +118,7 @@ class Model:
         self.margin = float(self.meta.get("crop_margin", 0.0))
         self.blur = self.meta.get("blur") or None
         self.flip_average = bool(self.meta.get("flip_average", False))
+        self.geometry = FaceGeometry(self.size, self.channels, self.margin, self.blur)
         self.skip_mirror_at = skip_mirror_at
         self.invocations = 0                # interpreter runs so far (one per face, plus mirror passes)
         norm = self.meta["normalization"]

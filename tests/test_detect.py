@@ -6,7 +6,7 @@ import pytest
 
 from edgeemo import crop, imageio
 from edgeemo.detect import DetectOptions, DetectorError, make_detector
-from edgeemo.detect.scoring import iou, load_imglab, match
+from edgeemo_convert.detection_scoring import iou, load_imglab, match
 
 
 def scene_scores(det, scenes):

@@ -1,6 +1,6 @@
-"""Face detection: one small interface, several backends.
+"""Face detection: one small interface (``FaceDetector``), several backends.
 
-``make_detector(name, ...)`` returns an object with ``detect(image) -> list[Face]`` and a ``name``.
+``make_detector(name, ...)`` returns a ``FaceDetector``: ``detect(image) -> list[Face]``, largest first.
 Backends: ``yunet`` (cv2.FaceDetectorYN with a user-supplied ONNX file), ``haar`` (OpenCV's bundled
 frontal-face cascade), ``none`` (the whole picture is one face, for pre-cropped data) and ``auto``
 (YuNet when its file can be found, Haar otherwise).
@@ -11,10 +11,11 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 log = logging.getLogger("edgeemo")
 
-DETECTORS = ("auto", "yunet", "haar", "none")
+DETECTORS = ("auto", "yunet", "haar", "none")      # "auto": yunet if its model file is found, else haar
 YUNET_ENV = "EDGEEMO_YUNET_MODEL"
 YUNET_SEARCH = (
     "/etc/edgeemo/face_detection_yunet.onnx",
@@ -43,6 +44,28 @@ class Face:
         return (self.x, self.y, self.w, self.h)
 
 
+class FaceDetector(Protocol):
+    """What every backend provides. A new detector is a class with these members, registered in BACKENDS."""
+
+    name: str                   # as given to --detector
+    precropped: bool            # True: the picture is itself the face (its one box is the whole picture)
+    model_path: Path | None     # the model file it loaded, if any (shown to the user)
+
+    def detect(self, image) -> list["Face"]:
+        """Faces in a uint8 gray or BGR picture, in its pixel coordinates, largest first."""
+        ...
+
+
+# name -> (module, class), imported only when chosen ("auto" picks yunet or haar)
+BACKENDS = {"yunet": (".yunet", "YuNet"), "haar": (".haar", "Haar"), "none": (".whole", "WholeImage")}
+
+
+def _backend(name: str):
+    import importlib
+    module, cls = BACKENDS[name]
+    return getattr(importlib.import_module(module, __name__), cls)
+
+
 @dataclass(frozen=True)
 class DetectOptions:
     min_face: int = 24          # smallest face side, in pixels of the original image
@@ -64,24 +87,21 @@ def find_yunet_model(explicit: str | os.PathLike | None = None) -> Path | None:
     return None
 
 
-def make_detector(name: str = "auto", model_path=None, options: DetectOptions | None = None):
+def make_detector(name: str = "auto", model_path=None, options: DetectOptions | None = None) -> FaceDetector:
     opts = options or DetectOptions()
     if name not in DETECTORS:
         raise DetectorError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
     if name == "none":
-        from .whole import WholeImage
-        return WholeImage()
+        return _backend("none")()
     if name in ("auto", "yunet"):
         path = find_yunet_model(model_path)
         if path is not None and path.is_file():
-            from .yunet import YuNet
-            return YuNet(path, opts)
+            return _backend("yunet")(path, opts)
         if name == "yunet" or model_path:
             where = f"{path}: no such file" if path else "no YuNet model file given"
             raise DetectorError(f"YuNet detector: {where}; {YUNET_HELP}")
         log.info("detector: YuNet model not found, using the Haar cascade (%s)", YUNET_HELP)
-    from .haar import Haar
-    return Haar(opts)
+    return _backend("haar")(opts)
 
 
 def clip_faces(faces: list[Face], width: int, height: int, opts: DetectOptions) -> list[Face]:
@@ -96,4 +116,5 @@ def clip_faces(faces: list[Face], width: int, height: int, opts: DetectOptions) 
     return out[: opts.max_faces]
 
 
-__all__ = ["DETECTORS", "DetectOptions", "DetectorError", "Face", "find_yunet_model", "make_detector"]
+__all__ = ["BACKENDS", "DETECTORS", "DetectOptions", "DetectorError", "Face", "FaceDetector", "find_yunet_model",
+           "make_detector"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import cv2
 
-from edgeemo.crop import to_gray
+from edgeemo.imageio import to_gray
 
 from . import DetectOptions, DetectorError, Face, clip_faces
 
@@ -20,6 +20,7 @@ CASCADE_WINDOW = 24
 class Haar:
     name = "haar"
     precropped = False
+    model_path = None           # the cascade comes with OpenCV
 
     def __init__(self, options: DetectOptions | None = None, max_side: int = MAX_SIDE):
         self.options = options or DetectOptions()

@@ -7,6 +7,7 @@ from . import Face
 class WholeImage:
     name = "none"
     precropped = True
+    model_path = None
 
     def detect(self, image) -> list[Face]:
         h, w = image.shape[:2]

@@ -11,6 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgeemo.imageio import to_bgr
+
 from . import DetectOptions, DetectorError, Face, clip_faces
 
 MAX_SIDE = 320
@@ -35,10 +37,7 @@ class YuNet:
         self._size = None
 
     def detect(self, image) -> list[Face]:
-        if image.ndim == 2:
-            image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        elif image.shape[2] == 1:
-            image = cv2.cvtColor(image[:, :, 0], cv2.COLOR_GRAY2BGR)
+        image = to_bgr(image)
         h, w = image.shape[:2]
         scale = min(1.0, max(self.max_side / max(h, w), MIN_FACE_PX / max(self.options.min_face, 1)))
         small = image if scale >= 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgeemo.errors import EdgeemoError
 from edgeemo.labels import LABELS
 
 log = logging.getLogger("edgeemo.convert")
@@ -44,7 +45,7 @@ _JAFFE_NAME = re.compile(r"^(?P<subject>[A-Za-z]{2})\.(?P<expr>[A-Za-z]{2})\d*\.
 _CKPLUS_NAME = re.compile(r"^(?P<subject>S\d+)_(?P<seq>\d+)_(?P<frame>\d+)", re.I)
 
 
-class DatasetError(ValueError):
+class DatasetError(EdgeemoError, ValueError):
     """A data set could not be read: the message names the path and what to do."""
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeemo import modelfile
+from edgeemo.errors import EdgeemoError
 from edgeemo.labels import LABELS
 
 from . import datasets, prepare
@@ -22,7 +23,7 @@ from .train import _tf, predict
 MAX_DROP = 0.015
 
 
-class QuantizationRefused(RuntimeError):
+class QuantizationRefused(EdgeemoError, RuntimeError):
     pass
 
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import SetupError, WatchSettings
-from .ledger import FolderLock, ResultLog, prepare_folder
+from .config import WatchSettings
+from .errors import SetupError
+from .ledger import FolderLock, prepare_folder
+from .results import open_ledger
 from .service import MAX_BACKOFF, Service, describe, make_classifiers
 
 log = logging.getLogger("edgeemo")
@@ -186,7 +188,7 @@ class CameraDaemon(Service):
         self.locks = [FolderLock(self.out)]
         try:
             self.clf = make_classifiers(s, 1)[0]
-            self.results = ResultLog(self.out, s.format, self.clf.labels)
+            self.results = open_ledger(self.out, s.format, self.clf.labels)
             self.frames = None
             if s.save_frames != "none":
                 prepare_folder(s.frames_dir, "frames")

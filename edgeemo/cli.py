@@ -18,9 +18,24 @@ from typing import List, Optional
 # Plain click help instead of rich: rich and markdown-it cost ~0.2 s of start-up on a Pi-class CPU.
 os.environ.setdefault("TYPER_USE_RICH", "0")
 import typer  # noqa: E402
+from typer.core import TyperGroup  # noqa: E402
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
-                  help="Facial-emotion classification on edge devices (7 emotions, int8 TFLite).")
+from .errors import EdgeemoError  # noqa: E402
+
+
+class _Commands(TyperGroup):
+    """Every command's EdgeemoError ends here: its message on stderr, its exit status."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except EdgeemoError as exc:
+            typer.echo(f"edgeemo: error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="Facial-emotion classification on edge devices (7 emotions, int8 TFLite).")
 log = logging.getLogger("edgeemo")
 
 DETECTOR_HELP = "Face detector: auto (YuNet if its ONNX file is found, else Haar), yunet, haar, none (pre-cropped faces)."
@@ -37,11 +52,11 @@ def _setup_logging(level: str) -> None:
 
 
 def _formats(value: str, default: List[str]) -> List[str]:
-    from .sinks import FORMATS
+    from .results import OUTPUT_FORMATS
     if not value:
         return default
     fmts = [f.strip().lower() for f in value.split(",") if f.strip()]
-    bad = [f for f in fmts if f not in FORMATS]
+    bad = [f for f in fmts if f not in OUTPUT_FORMATS]
     if bad or not fmts:
         raise typer.BadParameter(f"unknown format {', '.join(bad) or value!r}; use csv, jsonl or csv,jsonl",
                                  param_hint="--format")
@@ -49,18 +64,9 @@ def _formats(value: str, default: List[str]) -> List[str]:
 
 
 def _make_classifier(model, detector, detector_model, threads, min_face, max_faces, score_threshold):
-    from .detect import DETECTORS, DetectorError
-    from .modelfile import ModelFileError
-    from .pipeline import Classifier
-    from .runtime import RuntimeUnavailable
-    if detector not in DETECTORS:
-        raise typer.BadParameter(f"{detector!r}; choose one of {', '.join(DETECTORS)}", param_hint="--detector")
-    if threads < 1:
-        raise typer.BadParameter("must be at least 1", param_hint="--threads")
-    try:
-        clf = Classifier(model, detector, detector_model, threads, min_face, max_faces, score_threshold)
-    except (ModelFileError, DetectorError, RuntimeUnavailable) as exc:
-        _fail(str(exc))
+    from .pipeline import Classifier, ClassifierOptions
+    clf = Classifier(ClassifierOptions(model, detector, detector_model, threads, min_face, max_faces,
+                                       score_threshold))
     where = clf.detector.model_path
     note = f" ({where})" if where else (" (YuNet model file not found; see --detector-model)"
                                         if detector == "auto" and clf.detector.name == "haar" else "")
@@ -96,26 +102,13 @@ def classify(
     """Classify the faces in images; one record per image (JSON Lines and/or CSV)."""
     from . import annotate as ann
     from .pipeline import iter_inputs
-    from .record import csv_columns, csv_rows
-    from .sinks import SinkError, Sinks
+    from .results import ResultFiles, StdoutWriter
 
     formats = _formats(fmt, ["jsonl", "csv"] if out else ["jsonl"])
     if out is None and len(formats) != 1:
         raise typer.BadParameter("standard output takes one format; use --out DIR for both", param_hint="--format")
     clf = _make_classifier(model, detector, detector_model, threads, min_face, max_faces, score_threshold)
-    try:
-        sinks = Sinks(out, formats, clf.labels) if out else None
-    except SinkError as exc:
-        _fail(str(exc))
-    if sinks is None and formats == ["csv"]:
-        import csv
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow(csv_columns(clf.labels))
-        emit = lambda rec: (writer.writerows(csv_rows(rec, clf.labels)), sys.stdout.flush())  # noqa: E731
-    elif sinks is None:
-        emit = lambda rec: (sys.stdout.write(json.dumps(rec, ensure_ascii=False) + "\n"), sys.stdout.flush())  # noqa: E731
-    else:
-        emit = sinks.write
+    results = ResultFiles(out, formats, clf.labels) if out else StdoutWriter(formats[0], clf.labels)
 
     inputs = list(iter_inputs(paths, recursive))
     roots = [p for p in paths if p.is_dir()]
@@ -128,7 +121,7 @@ def classify(
             result = clf.analyze(path)
             rec = result.record
             try:
-                emit(rec)
+                results.write(rec)
             except OSError as exc:
                 _fail(f"cannot write results ({exc}); stopped after {sum(status.values())} images")
             status[rec["status"]] += 1
@@ -142,14 +135,13 @@ def classify(
                     ann.save(result.image.pixels, rec["faces"], ann.annotated_path(annotate, path, root))
                 except OSError as exc:
                     log.warning("%s: annotated copy not written (%s)", path, exc)
-    if sinks:
-        sinks.close()
+    results.close()
     dt = time.perf_counter() - t0
     n = sum(status.values())
     per_label = ", ".join(f"{k} {v}" for k, v in labels.most_common()) or "none"
     typer.echo(f"edgeemo: {n} images in {dt:.1f} s ({n / dt if dt > 0 else 0:.1f} images/s): {n_faces} faces "
                f"({per_label}); {status['no_face']} without a face; {status['unreadable']} unreadable; "
-               f"{status['error']} errors" + (f"; results in {', '.join(map(str, sinks.paths))}" if sinks else ""),
+               f"{status['error']} errors" + (f"; results in {', '.join(map(str, results.paths))}" if out else ""),
                err=True)
 
 
@@ -159,12 +151,8 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ):
     """Show a model's embedded metadata: labels, input, preprocessing, data set, metrics."""
-    from .modelfile import ModelFileError
-    from .runtime import SKIP_MIRROR_AT, Model, RuntimeUnavailable
-    try:
-        m = Model(model)
-    except (ModelFileError, RuntimeUnavailable) as exc:
-        _fail(str(exc))
+    from .runtime import SKIP_MIRROR_AT, Model
+    m = Model(model)
     data = m.info()
     if as_json:
         typer.echo(json.dumps(data, indent=2))
@@ -226,17 +214,12 @@ def watch(
 ):
     """Watch a folder (or a camera): classify each new photo once, append the result, move it to done/ or
     failed/. Runs until SIGTERM or Ctrl-C; speaks systemd's notify protocol when run as a service."""
-    from .config import SetupError
     from .watch import run_watch
     given = {k.rstrip("_").replace("_", "-"): v for k, v in ctx.params.items() if v is not None and k != "config"}
     root = ctx.find_root()
     if log_level is None and getattr(root.get_parameter_source("log_level"), "name", "") == "COMMANDLINE":
         given["log-level"] = root.params["log_level"]      # `edgeemo --log-level debug watch ...`
-    try:
-        code = run_watch(given, config)
-    except SetupError as exc:
-        _fail(str(exc), 2)
-    raise typer.Exit(code)
+    raise typer.Exit(run_watch(given, config))
 
 
 # --- workstation commands: edgeemo_convert and TensorFlow load only here ---------------------------------
@@ -278,7 +261,7 @@ def train(
     """Train a model on labelled faces (workstation; needs the [train] extra)."""
     commands = _convert_module("commands")
     from edgeemo_convert.train import OPTIMIZERS, TrainConfig
-    from edgeemo_convert.datasets import DATASETS, DatasetError
+    from edgeemo_convert.datasets import DATASETS
     if optimizer not in OPTIMIZERS:
         raise typer.BadParameter(f"{optimizer!r}; choose one of {', '.join(OPTIMIZERS)}", param_hint="--optimizer")
     if dataset not in DATASETS:
@@ -287,12 +270,8 @@ def train(
                       patience=patience, augment=not no_augment, class_weights=not no_class_weights,
                       time_budget_min=time_budget, input_size=input_size, label_smoothing=label_smoothing,
                       blur_sigma=blur)
-    from .detect import DetectorError
-    try:
-        commands.train(data, dataset, out, cfg, val_split, cv, resume, detector, detector_model,
-                       echo=lambda s: typer.echo(s, err=True))
-    except (DatasetError, DetectorError) as exc:
-        _fail(str(exc))
+    commands.train(data, dataset, out, cfg, val_split, cv, resume, detector, detector_model,
+                   echo=lambda s: typer.echo(s, err=True))
 
 
 @app.command()
@@ -315,15 +294,13 @@ def study(
 ):
     """Reproduce the JAFFE study: its three CNNs on a random split beside leave-one-subject-out."""
     study_mod = _convert_module("study")
-    from edgeemo_convert.datasets import DatasetError
-    from .detect import DetectorError
     try:
         opts = study_mod.StudyOptions(epochs=epochs, batch_size=batch_size, seed=seed, test_images=test_images,
                                       input_size=input_size, runs=study_mod.parse_runs(runs), loso=not no_loso,
                                       augment=augment, quick=quick, detector=detector,
                                       detector_model=str(detector_model) if detector_model else None)
         result = study_mod.run_study(data, out, opts, echo=lambda s: typer.echo(s, err=True))
-    except (DatasetError, DetectorError, ValueError) as exc:
+    except ValueError as exc:         # a bad option value found by the study
         _fail(str(exc))
     typer.echo(study_mod.markdown_table(result))
     typer.echo(f"wrote {out / 'study.json'} and {out / 'study.md'}", err=True)
@@ -348,12 +325,9 @@ def evaluate(
         raise typer.BadParameter(f"{detector!r}; choose one of {', '.join(DETECTORS)}", param_hint="--detector")
     needs_tf = model.suffix != ".tflite"
     evaluation = _convert_module("evaluation") if needs_tf else __import__("edgeemo_convert.evaluation").evaluation
-    from edgeemo_convert.datasets import DatasetError
-    from .detect import DetectorError
-    from .modelfile import ModelFileError
     try:
         rep = evaluation.evaluate(model, data, dataset, split, detector, detector_model, limit, out, threads)
-    except (DatasetError, DetectorError, ModelFileError, FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps({k: rep[k] for k in ("n", "accuracy", "macro_f1")} |
                           {"per_class_f1": {k: v["f1"] for k, v in rep["per_class"].items()}}, indent=1))
@@ -383,15 +357,11 @@ def convert(
 ):
     """Full-integer int8 conversion with embedded metadata, and a float vs int8 report."""
     quant = _convert_module("quantize")
-    from edgeemo_convert.datasets import DatasetError
-    from .detect import DetectorError
     try:
         rep = quant.convert(model, calib, dataset, out, name, version, margin, calib_size, check_size, force, seed, float_model,
                             echo=lambda s: typer.echo(s, err=True), detector=detector, detector_model=detector_model,
                             flip_average=flip_average)
-    except (DatasetError, DetectorError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-    except quant.QuantizationRefused as exc:
+    except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(rep, indent=1))
 

@@ -19,14 +19,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .detect import DETECTORS
+from .detect import DETECTORS, DetectOptions
+from .errors import SetupError
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SAVE_FRAMES = ("none", "with-faces", "all")
-
-
-class SetupError(Exception):
-    """A problem found when the daemon starts (bad setting, missing folder, unusable model): exit status 2."""
 
 
 @dataclass
@@ -49,10 +46,16 @@ class WatchSettings:
     detector: str = "auto"
     detector_model: Path | None = None
     threads: int = 1
-    min_face: int = 24
-    max_faces: int = 50
-    score_threshold: float = 0.6
+    min_face: int = DetectOptions.min_face
+    max_faces: int = DetectOptions.max_faces
+    score_threshold: float = DetectOptions.score_threshold
     log_level: str = "info"
+
+    def classifier_options(self):
+        """The ClassifierOptions of these settings (checked there)."""
+        from .pipeline import ClassifierOptions
+        return ClassifierOptions(self.model, self.detector, self.detector_model, self.threads, self.min_face,
+                                 self.max_faces, self.score_threshold)
 
 
 def key_of(field_name: str) -> str:

@@ -1,8 +1,8 @@
-"""Exactly-once bookkeeping of `edgeemo watch`: the result files, moving files on, and the crash-loop guard.
+"""Exactly-once bookkeeping of `edgeemo watch`: folder locks and set-up, moving files on, the crash-loop guard.
 
 The order that makes a run restartable at any moment: append the record (one write per file, fsynced), then
 move the file out of the inbox. After a crash a file is unrecorded (classify it again) or recorded and still
-in the inbox (``ResultLog.tail_index`` finds its name and sha256 among the last records; move it on without a
+in the inbox (``edgeemo.results.ResultFiles.tail_index`` finds its name and sha256 among the last records; move it on without a
 new record). A torn last line is cut at start, and a CSV row cut short is completed from results.jsonl.
 """
 from __future__ import annotations
@@ -16,14 +16,13 @@ import os
 import threading
 from pathlib import Path
 
-from .config import SetupError
+from .errors import SetupError
 
 log = logging.getLogger("edgeemo")
 
 FAILED_STATUSES = ("unreadable", "error")
 ERROR_SUFFIX = ".error.json"
 LOCK_NAME = ".edgeemo.lock"
-TAIL_BYTES = 4 << 20            # the last records searched for replays: far more than the files in hand
 
 
 def file_sha256(path: Path) -> str | None:
@@ -77,177 +76,6 @@ def prepare_folder(path: Path, what: str, create: bool = True) -> Path:
         raise SetupError(f"{path}: the {what} folder is not writable by this user (uid {os.getuid()}); fix its "
                          f"owner or mode, or, under systemd, its ReadWritePaths=")
     return path
-
-
-# --- the result files ------------------------------------------------------------------------------------------
-
-class ResultLog:
-    """``results.jsonl`` (the ledger) and ``results.csv``: repaired at start, then appended under one lock."""
-
-    def __init__(self, out_dir: Path, formats, labels):
-        from .sinks import CsvSink, JsonlSink, SinkError
-        self.jsonl_path = out_dir / "results.jsonl"
-        self.csv_path = out_dir / "results.csv" if "csv" in formats else None
-        self.labels = list(labels)
-        try:
-            last = self._repair_jsonl()
-            if self.csv_path is not None and self.csv_path.exists():
-                self._repair_csv(last)
-            self._sinks = [JsonlSink(self.jsonl_path, fsync=True)]
-            if self.csv_path is not None:
-                self._sinks.append(CsvSink(self.csv_path, self.labels, fsync=True))
-        except SinkError as exc:
-            raise SetupError(str(exc)) from None
-        except OSError as exc:
-            raise SetupError(f"{out_dir}: cannot open the result files ({exc.strerror or exc})") from None
-        self._lock = threading.Lock()
-
-    @property
-    def paths(self) -> list[Path]:
-        return [s.path for s in self._sinks]
-
-    # start-up repairs
-    @staticmethod
-    def _cut_torn_tail(path: Path) -> int:
-        """Truncate an incomplete last line (a write cut short by a crash); returns the bytes removed."""
-        with open(path, "rb+") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            end = size
-            while end > 0:
-                start = max(0, end - 65536)
-                fh.seek(start)
-                chunk = fh.read(end - start)
-                nl = chunk.rfind(b"\n")
-                if nl >= 0:
-                    keep = start + nl + 1
-                    break
-                end = start
-            else:
-                keep = 0
-            if keep < size:
-                fh.truncate(keep)
-                fh.flush()
-                os.fsync(fh.fileno())
-            return size - keep
-
-    def _last_records(self, n: int) -> list[dict]:
-        """The last n records of results.jsonl (oldest first); unparseable lines are skipped."""
-        with open(self.jsonl_path, "rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            span = min(size, 1 << 16)
-            while True:
-                fh.seek(size - span)
-                lines = fh.read(span).split(b"\n")
-                if span == size or len(lines) > n + 1 or span >= (8 << 20):
-                    break
-                span = min(size, span * 4)
-        if span < size:
-            lines = lines[1:]
-        out = []
-        for line in lines[::-1]:
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                log.warning("%s: skipped a line that is not valid JSON near the end of the file", self.jsonl_path)
-                continue
-            if len(out) == n:
-                break
-        return out[::-1]
-
-    def _repair_jsonl(self) -> list[dict]:
-        if not self.jsonl_path.exists():
-            return []
-        cut = self._cut_torn_tail(self.jsonl_path)
-        if cut:
-            log.warning("%s: removed an incomplete last line (%d bytes) left by an interrupted write; the file "
-                        "it described is still in the inbox and is classified again", self.jsonl_path, cut)
-        return self._last_records(2)
-
-    def _csv_bytes(self, rec: dict) -> bytes:
-        from .record import csv_rows
-        from .sinks import CsvSink
-        return CsvSink._encode(csv_rows(rec, self.labels))
-
-    def _repair_csv(self, last: list[dict]) -> None:
-        """The CSV rows of a record are written after its JSON line, so a crash can leave the last record
-        without its rows, or with part of them: complete them from results.jsonl."""
-        from .record import csv_columns
-        from .sinks import CsvSink
-        header = CsvSink._encode([csv_columns(self.labels)])
-        with open(self.csv_path, "rb+") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            span = min(size, 1 << 20)
-            fh.seek(size - span)
-            tail = fh.read(span)
-            base = size - span
-            if size < len(header) and header.startswith(tail):
-                fh.truncate(0)          # a header cut short: CsvSink writes it again
-                return
-            if not last:
-                return
-            want = self._csv_bytes(last[-1])
-            if tail.endswith(want):
-                return
-            prev = self._csv_bytes(last[-2]) if len(last) > 1 else header
-            at = tail.rfind(prev)
-            rest = tail[at + len(prev):] if at >= 0 else None
-            if rest is None or not want.startswith(rest) or (len(last) == 1 and base + at != 0):
-                log.warning("%s does not end with the rows of the last record in %s (was one of them edited or "
-                            "replaced?); it is left as it is", self.csv_path, self.jsonl_path.name)
-                return
-            fh.truncate(base + at + len(prev))
-            fh.seek(0, os.SEEK_END)
-            fh.write(want)
-            fh.flush()
-            os.fsync(fh.fileno())
-        log.warning("%s: completed the rows of the last record (%s), cut short by an interrupted run",
-                    self.csv_path, last[-1].get("file"))
-
-    def tail_index(self, names: set[str]) -> dict[tuple[str, str | None], dict]:
-        """Records among the last TAIL_BYTES of results.jsonl whose file name is in ``names``, keyed by
-        (name, sha256). Only these can be replays: records are written just before their file leaves the
-        inbox, so at most one record per worker can be waiting for its move when the daemon dies."""
-        if not names or not self.jsonl_path.exists():
-            return {}
-        with open(self.jsonl_path, "rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - TAIL_BYTES))
-            lines = fh.read().split(b"\n")
-        if size > TAIL_BYTES:
-            lines = lines[1:]
-        found = {}
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            name = os.path.basename(rec.get("file") or "") if isinstance(rec, dict) else ""
-            if name in names:
-                found[(name, rec.get("sha256"))] = rec
-        return found
-
-    def append(self, rec: dict) -> None:
-        """Append one record to every result file; on an OSError both files are cut back and it re-raises."""
-        with self._lock:
-            sizes = [s.size() for s in self._sinks]
-            try:
-                for s in self._sinks:
-                    s.write(rec)
-            except OSError:
-                for s, n in zip(self._sinks, sizes):
-                    try:
-                        os.truncate(s.path, n)
-                    except OSError:
-                        pass
-                raise
-
-    def close(self) -> None:
-        for s in self._sinks:
-            s.close()
 
 
 # --- moving files on -------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import json
 import struct
 from pathlib import Path
 
+from .errors import EdgeemoError
 from .labels import LABELS
 
 METADATA_NAME = "edgeemo"
@@ -37,7 +38,7 @@ DEFAULTS = {
 }
 
 
-class ModelFileError(ValueError):
+class ModelFileError(EdgeemoError, ValueError):
     """The model file is missing, not a TFLite model, or carries unusable metadata."""
 
 

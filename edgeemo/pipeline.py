@@ -18,11 +18,47 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from . import crop, imageio
-from .detect import DetectOptions, make_detector
+from .detect import DETECTORS, DetectOptions, make_detector
+from .errors import SetupError
 from .record import make_record
 from .runtime import Model
 
 log = logging.getLogger("edgeemo")
+
+
+_DETECT = DetectOptions()
+
+
+@dataclass(frozen=True)
+class ClassifierOptions:
+    """Everything that sets up a Classifier, with its defaults and checks in one place. The CLI, the daemon's
+    settings (``WatchSettings.classifier_options``) and Python code all build one; a bad value raises
+    SetupError naming the option."""
+    model: str | os.PathLike | None = None          # None: $EDGEEMO_MODEL, else the shipped model
+    detector: str = "auto"
+    detector_model: str | os.PathLike | None = None
+    threads: int = 1
+    min_face: int = _DETECT.min_face
+    max_faces: int = _DETECT.max_faces
+    score_threshold: float = _DETECT.score_threshold
+
+    def __post_init__(self):
+        checks = (("detector", self.detector in DETECTORS, f"one of {', '.join(DETECTORS)}"),
+                  ("threads", _whole(self.threads, 1), "an integer of at least 1"),
+                  ("min-face", _whole(self.min_face, 1), "an integer of at least 1 (pixels)"),
+                  ("max-faces", _whole(self.max_faces, 1), "an integer of at least 1"),
+                  ("score-threshold", isinstance(self.score_threshold, (int, float))
+                   and 0.0 < float(self.score_threshold) <= 1.0, "a number in (0, 1]"))
+        for name, ok, want in checks:
+            if not ok:
+                raise SetupError(f"--{name} {getattr(self, name.replace('-', '_'))!r}: must be {want}")
+
+    def detect_options(self) -> DetectOptions:
+        return DetectOptions(self.min_face, self.max_faces, float(self.score_threshold))
+
+
+def _whole(v, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
 
 
 @dataclass
@@ -32,13 +68,18 @@ class Analysis:
 
 
 class Classifier:
-    def __init__(self, model: str | os.PathLike | Model | None = None, detector: str = "auto",
+    """Classify the faces in pictures. Takes a ClassifierOptions, or the same settings as keywords."""
+
+    def __init__(self, model: str | os.PathLike | Model | ClassifierOptions | None = None, detector: str = "auto",
                  detector_model: str | os.PathLike | None = None, threads: int = 1,
-                 min_face: int = 24, max_faces: int = 50, score_threshold: float = 0.6,
-                 max_pixels: int = imageio.MAX_PIXELS):
-        self.model = model if isinstance(model, Model) else Model(model, threads)
-        self.detector = make_detector(detector, detector_model,
-                                      DetectOptions(min_face, max_faces, score_threshold))
+                 min_face: int = _DETECT.min_face, max_faces: int = _DETECT.max_faces,
+                 score_threshold: float = _DETECT.score_threshold, max_pixels: int = imageio.MAX_PIXELS):
+        given = model if isinstance(model, Model) else None
+        opts = model if isinstance(model, ClassifierOptions) else ClassifierOptions(
+            None if given else model, detector, detector_model, threads, min_face, max_faces, score_threshold)
+        self.options = opts
+        self.model = given or Model(opts.model, opts.threads)
+        self.detector = make_detector(opts.detector, opts.detector_model, opts.detect_options())
         self.max_pixels = max_pixels
         self._model_ref = {"name": self.model.name, "sha256": self.model.sha256}
 
@@ -85,10 +126,6 @@ class Classifier:
     def classify_image(self, source, **extra) -> dict:
         """The result record for one image path or numpy array."""
         return self.analyze(source, **extra).record
-
-    def classify_many(self, sources: Iterable) -> Iterator[dict]:
-        for s in sources:
-            yield self.classify_image(s)
 
 
 def iter_inputs(paths: Iterable[str | os.PathLike], recursive: bool = False) -> Iterator[Path]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from . import modelfile
 from .crop import FaceGeometry
+from .errors import EdgeemoError
 from .modelfile import ModelFileError
 
 DEFAULT_MODEL_NAME = "edgeemo-default.tflite"
@@ -30,7 +31,7 @@ SKIP_MIRROR_AT = 0.6
 _BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
 
 
-class RuntimeUnavailable(RuntimeError):
+class RuntimeUnavailable(EdgeemoError, RuntimeError):
     pass
 
 

@@ -8,7 +8,8 @@ import threading
 import time
 from collections import Counter
 
-from .config import SetupError, WatchSettings
+from .config import WatchSettings
+from .errors import SetupError
 from .notify import Notifier
 
 log = logging.getLogger("edgeemo")
@@ -59,16 +60,12 @@ def describe(rec: dict) -> str:
 
 def make_classifiers(s: WatchSettings, n: int) -> list:
     """n independent classifiers (an interpreter is not shared between threads)."""
-    from .detect import DetectorError
-    from .modelfile import ModelFileError
+    from .errors import EdgeemoError
     from .pipeline import Classifier
-    from .runtime import RuntimeUnavailable
-    out = []
+    opts = s.classifier_options()
     try:
-        for _ in range(n):
-            out.append(Classifier(s.model, s.detector, s.detector_model, s.threads, s.min_face, s.max_faces,
-                                  s.score_threshold))
-    except (ModelFileError, DetectorError, RuntimeUnavailable) as exc:
+        out = [Classifier(opts) for _ in range(n)]
+    except EdgeemoError as exc:       # an unusable model or detector: a set-up problem (exit status 2)
         raise SetupError(str(exc)) from None
     c = out[0]
     log.info("model %s (%s, %s), detector %s, %d worker%s", c.model.name, c.model.path.name,

@@ -34,10 +34,12 @@ from pathlib import Path
 from watchdog.events import FileSystemEventHandler
 
 from . import config as cfg
-from .config import SetupError, WatchSettings
-from .ledger import (ERROR_SUFFIX, FAILED_STATUSES, Attempts, FolderLock, Mover, ResultLog, file_sha256,
+from .config import WatchSettings
+from .errors import SetupError
+from .ledger import (ERROR_SUFFIX, FAILED_STATUSES, Attempts, FolderLock, Mover, file_sha256,
                      prepare_folder)
 from .record import make_record
+from .results import open_ledger
 from .service import MAX_BACKOFF, Service, describe, make_classifiers
 
 log = logging.getLogger("edgeemo")
@@ -181,7 +183,7 @@ class FolderDaemon(Service):
             for p in dict.fromkeys([self.inbox, self.done, self.failed, self.out]):
                 self.locks.append(FolderLock(p))
             self.classifiers = make_classifiers(s, s.workers)
-            self.results = ResultLog(self.out, s.format, self.classifiers[0].labels)
+            self.results = open_ledger(self.out, s.format, self.classifiers[0].labels)
         except BaseException:
             self._release_locks()
             raise

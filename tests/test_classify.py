@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 import edgeemo
 from edgeemo.cli import app
-from edgeemo.record import csv_columns, escape_cell
+from edgeemo.results import csv_columns, escape_cell
 
 runner = CliRunner()
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ..errors import EdgeemoError
+
 log = logging.getLogger("edgeemo")
 
 DETECTORS = ("auto", "yunet", "haar", "none")      # "auto": yunet if its model file is found, else haar
@@ -27,7 +29,7 @@ YUNET_HELP = ("get face_detection_yunet_2023mar.onnx (MIT) from the OpenCV Zoo, 
               f"--detector-model FILE or set {YUNET_ENV}")
 
 
-class DetectorError(RuntimeError):
+class DetectorError(EdgeemoError, RuntimeError):
     """A detector cannot be set up: the message says why and what to do."""
 
 

@@ -1,0 +1,147 @@
+"""The device package's shape (issue 9): one results encoder for files and stdout, one options object with
+its checks, one error base with exit statuses, the detector interface, and the breakages that used to slip
+past the suite (a changed file not looked at again, done/ and failed/ allowed to be one folder)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import threading
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from edgeemo.cli import app
+
+TIME = re.compile(rb'"time":"[^"]*"|^[^,\n]*(?=,)', re.M)
+
+
+def run(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture()
+def photos(tmp_path, data_dir):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("Tom_Cruise_avp_2014_4.jpg", "2008_001322.jpg", "dogs.jpg"):
+        shutil.copy(data_dir / "scenes" / name, folder / name)
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "=formula.png").write_bytes((data_dir / "scenes" / "dogs.jpg").read_bytes())
+    return folder
+
+
+@pytest.mark.parametrize("fmt, name", [("jsonl", "results.jsonl"), ("csv", "results.csv")])
+def test_stdout_carries_the_bytes_of_the_result_files(photos, tmp_path, device_model, yunet_model, fmt, name):
+    common = ["--model", device_model, "--detector", "yunet", "--detector-model", yunet_model, "--format", fmt]
+    to_stdout = run("classify", photos, *common)
+    to_file = run("classify", photos, *common, "--out", tmp_path / "out")
+    assert to_stdout.exit_code == 0 and to_file.exit_code == 0, to_stdout.output + to_file.output
+    on_disk = (tmp_path / "out" / name).read_bytes()
+    printed = to_stdout.stdout_bytes
+    assert len(on_disk.splitlines()) == len(printed.splitlines()) >= 5
+    # the records differ only in the time they were made
+    assert TIME.sub(b"T", printed) == TIME.sub(b"T", on_disk)
+
+
+def test_options_are_checked_in_one_place(device_model):
+    from edgeemo.errors import SetupError
+    from edgeemo.pipeline import Classifier, ClassifierOptions
+    with pytest.raises(SetupError, match="--threads 0: must be an integer of at least 1"):
+        ClassifierOptions(threads=0)
+    with pytest.raises(SetupError, match="--detector 'retina': must be one of auto, yunet, haar, none"):
+        Classifier(device_model, detector="retina")
+    with pytest.raises(SetupError, match=r"--score-threshold 1.5: must be a number in \(0, 1\]"):
+        ClassifierOptions(score_threshold=1.5)
+    bad = run("classify", "x.jpg", "--model", device_model, "--min-face", 0)
+    assert bad.exit_code == 2 and "edgeemo: error: --min-face 0: must be an integer of at least 1" in bad.output
+    opts = ClassifierOptions(model=device_model, detector="none", min_face=30)
+    clf = Classifier(opts)
+    assert clf.options is opts and clf.detector.precropped and clf.detector.model_path is None
+
+
+def test_every_error_has_one_base_and_an_exit_status(tmp_path):
+    from edgeemo.detect import DetectorError
+    from edgeemo.errors import EdgeemoError, SetupError
+    from edgeemo.modelfile import ModelFileError
+    from edgeemo.results import ResultsError
+    from edgeemo.runtime import RuntimeUnavailable
+    for cls in (DetectorError, ModelFileError, ResultsError, RuntimeUnavailable, SetupError):
+        assert issubclass(cls, EdgeemoError)
+    assert SetupError.exit_code == 2 and ModelFileError.exit_code == 1
+    fake = tmp_path / "fake.tflite"
+    fake.write_bytes(b"not a model at all")
+    res = run("info", fake)
+    assert res.exit_code == 1 and res.output.startswith("edgeemo: error: ") and str(fake) in res.output
+    res = run("classify", tmp_path, "--model", fake)
+    assert res.exit_code == 1 and "not a TFLite model" in res.output
+
+
+def test_every_detector_states_the_interface(yunet_model):
+    from edgeemo.detect import BACKENDS, DETECTORS, make_detector
+    assert set(BACKENDS) | {"auto"} == set(DETECTORS)
+    for name in BACKENDS:
+        det = make_detector(name, yunet_model if name == "yunet" else None)
+        assert det.name == name and isinstance(det.precropped, bool) and callable(det.detect)
+        assert (det.model_path == yunet_model) if name == "yunet" else det.model_path is None
+        assert det.precropped == (name == "none")
+
+
+def test_done_and_failed_must_be_two_folders(tmp_path):
+    from edgeemo.config import resolve
+    from edgeemo.errors import SetupError
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    same = {"inbox": str(inbox), "done": str(tmp_path / "x"), "failed": str(tmp_path / "x")}
+    with pytest.raises(SetupError, match="done and failed are the same folder"):
+        resolve(same)       # checked before anything starts (the CLI turns it into exit status 2)
+    assert resolve({**same, "failed": str(tmp_path / "y")}).failed == tmp_path / "y"
+
+
+def test_a_file_changed_while_in_hand_is_looked_at_again(tmp_path, device_model):
+    """An event for a name that a worker is classifying must bring the name back once the worker is done
+    (the new bytes get their own record)."""
+    from edgeemo.config import WatchSettings
+    from edgeemo.watch import FolderDaemon
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    (inbox / "a.jpg").write_bytes(b"first version")
+    d = FolderDaemon(WatchSettings(inbox=inbox, out=tmp_path / "out", done=tmp_path / "done",
+                                   failed=tmp_path / "failed", model=device_model, detector="none", settle=0.0))
+    calls = []
+
+    def handle(clf, name, worker=None):
+        calls.append(name)
+        if len(calls) == 1:
+            (inbox / name).write_bytes(b"second version")
+            d.intake.add(name, ready=False)         # the watcher's event for the rewrite, while in hand
+
+    d.handle = handle
+    d.intake.add("a.jpg", ready=True)
+    worker = threading.Thread(target=d._work, args=(0, d.classifiers[0]))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(calls) < 2 and time.monotonic() < deadline:
+            d.intake.check_pending(lambda n: os.stat(inbox / n), time.monotonic())
+            time.sleep(0.02)
+    finally:
+        d.stop_event.set()
+        worker.join()
+        d.shutdown()
+    assert calls == ["a.jpg", "a.jpg"]
+
+
+def test_records_of_rejected_files_have_the_record_schema(tmp_path, device_model):
+    from edgeemo.record import STATUSES
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "empty.jpg").write_bytes(b"")
+    os.symlink(folder / "nowhere.jpg", folder / "dangling.jpg")
+    res = run("classify", folder, "--model", device_model, "--detector", "none")
+    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert {r["status"] for r in recs} <= set(STATUSES) and len(recs) == 2
+    keys = {"file", "sha256", "status", "error", "width", "height", "faces", "model", "time"}
+    assert all(set(r) == keys for r in recs) and all(r["status"] == "unreadable" and r["error"] for r in recs)

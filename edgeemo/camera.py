@@ -24,7 +24,7 @@ from .config import WatchSettings
 from .errors import SetupError
 from .ledger import FolderLock, prepare_folder
 from .results import open_ledger
-from .service import MAX_BACKOFF, Service, describe, make_classifiers
+from .service import Backoff, Service, describe, make_classifiers
 
 log = logging.getLogger("edgeemo")
 
@@ -199,10 +199,6 @@ class CameraDaemon(Service):
         self.state = "starting"
         self._thread: threading.Thread | None = None
 
-    def _release_locks(self) -> None:
-        for lk in self.locks:
-            lk.release()
-
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="edgeemo-camera", daemon=True)
         self._thread.start()
@@ -211,7 +207,7 @@ class CameraDaemon(Service):
                  f"; frames ({self.s.save_frames}) in {self.s.frames_dir}" if self.frames else "")
 
     def _loop(self) -> None:
-        backoff = 1.0
+        backoff = Backoff()
         seq = 0
         next_at = time.monotonic()
         stop = self.stop_event
@@ -223,10 +219,10 @@ class CameraDaemon(Service):
                     self.state = "running"
                     next_at = time.monotonic()
                 except CameraError as exc:
-                    self.state = f"camera unavailable, retrying in {backoff:.0f} s"
-                    log.warning("%s; retrying in %.0f s", exc, backoff)
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    delay = backoff.next()
+                    self.state = f"camera unavailable, retrying in {delay:.0f} s"
+                    log.warning("%s; retrying in %.0f s", exc, delay)
+                    stop.wait(delay)
                     continue
             if stop.wait(max(0.0, next_at - time.monotonic())):
                 break
@@ -236,13 +232,13 @@ class CameraDaemon(Service):
                     frame = self.source.read()
                 except CameraError as exc:
                     self.source.close()
-                    self.state = f"camera lost, retrying in {backoff:.0f} s"
-                    log.warning("%s; retrying in %.0f s", exc, backoff)
+                    delay = backoff.next()
+                    self.state = f"camera lost, retrying in {delay:.0f} s"
+                    log.warning("%s; retrying in %.0f s", exc, delay)
                     self.health.idle(0)
-                    stop.wait(backoff)
-                    backoff = min(backoff * 2, MAX_BACKOFF)
+                    stop.wait(delay)
                     continue
-                backoff = 1.0
+                backoff.reset()
                 self.frame(frame, seq)
                 seq += 1
             finally:

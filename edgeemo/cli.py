@@ -214,7 +214,7 @@ def watch(
 ):
     """Watch a folder (or a camera): classify each new photo once, append the result, move it to done/ or
     failed/. Runs until SIGTERM or Ctrl-C; speaks systemd's notify protocol when run as a service."""
-    from .watch import run_watch
+    from .daemon import run_watch
     given = {k.rstrip("_").replace("_", "-"): v for k, v in ctx.params.items() if v is not None and k != "config"}
     root = ctx.find_root()
     if log_level is None and getattr(root.get_parameter_source("log_level"), "name", "") == "COMMANDLINE":

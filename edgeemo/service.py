@@ -73,10 +73,29 @@ def make_classifiers(s: WatchSettings, n: int) -> list:
     return out
 
 
+class Backoff:
+    """Seconds to wait before the next retry: 1 s, doubling up to MAX_BACKOFF; ``reset`` after a success."""
+
+    def __init__(self, first: float = 1.0, most: float = MAX_BACKOFF):
+        self.first, self.most = first, most
+        self.delay = first
+
+    def next(self) -> float:
+        """The wait before this retry (and double the next one)."""
+        d = self.delay
+        self.delay = min(self.delay * 2, self.most)
+        return d
+
+    def reset(self) -> None:
+        self.delay = self.first
+
+
 class Service:
-    """Signals, the main loop, and systemd notifications; subclasses do the work in their own threads."""
+    """Signals, the main loop, and systemd notifications; subclasses do the work in their own threads and
+    hold their folder locks in ``self.locks``."""
 
     def __init__(self, n_workers: int):
+        self.locks: list = []
         self.stop_event = threading.Event()
         self.notifier = Notifier.from_env()
         self.health = Health(n_workers)
@@ -96,6 +115,10 @@ class Service:
 
     def wake(self) -> None:
         """Unblock the workers after stop_event was set."""
+
+    def _release_locks(self) -> None:
+        for lk in self.locks:
+            lk.release()
 
     def start(self) -> None:
         raise NotImplementedError

@@ -27,20 +27,18 @@ import logging
 import os
 import stat
 import threading
-import time
-from collections import OrderedDict
 from pathlib import Path
 
 from watchdog.events import FileSystemEventHandler
 
-from . import config as cfg
 from .config import WatchSettings
 from .errors import SetupError
+from .intake import Intake
 from .ledger import (ERROR_SUFFIX, FAILED_STATUSES, Attempts, FolderLock, Mover, file_sha256,
                      prepare_folder)
 from .record import make_record
 from .results import open_ledger
-from .service import MAX_BACKOFF, Service, describe, make_classifiers
+from .service import Backoff, Service, describe, make_classifiers
 
 log = logging.getLogger("edgeemo")
 
@@ -52,114 +50,6 @@ MAX_ATTEMPTS = 3
 def ignored(name: str) -> bool:
     """Names the watcher leaves alone until they are renamed: dot-files and temporary names."""
     return name.startswith(".") or name.endswith(IGNORED_SUFFIXES)
-
-
-# --- the queue ---------------------------------------------------------------------------------------------------
-
-class Intake:
-    """Names waiting for a worker: ``ready`` (complete: closed after writing, or renamed in) and ``pending``
-    (found by a scan or a poll: ready once size and mtime have not changed for ``settle`` seconds).
-    At most ``capacity`` names are held; beyond that a name is dropped and ``overflowed`` is set, and the
-    owner rescans the folder when there is room again.
-
-    With ``trust_mtime`` (a local filesystem, whose mtimes come from this machine's clock) a pending file
-    whose last modification is already ``settle`` seconds old is ready at once: the same test, without
-    watching for ``settle`` seconds. Polled folders (network shares, other clocks) always watch."""
-
-    def __init__(self, capacity: int, settle: float, trust_mtime: bool = False):
-        self.capacity, self.settle, self.trust_mtime = capacity, settle, trust_mtime
-        self._cv = threading.Condition()
-        self._ready: OrderedDict[str, None] = OrderedDict()
-        self._pending: dict[str, list] = {}
-        self._busy: dict[str, bool] = {}
-        self._closed = False
-        self.overflowed = False
-
-    def __len__(self) -> int:
-        with self._cv:
-            return len(self._ready) + len(self._pending)
-
-    def add(self, name: str, ready: bool) -> bool:
-        """Offer a name; False when it was dropped because the queue is full."""
-        with self._cv:
-            if self._closed:
-                return True
-            if name in self._busy:
-                self._busy[name] = True        # seen again while in hand: look once more afterwards
-                return True
-            if name in self._ready or (not ready and name in self._pending):
-                return True
-            if name in self._pending:
-                del self._pending[name]
-            elif len(self._ready) + len(self._pending) >= self.capacity:
-                self.overflowed = True
-                return False
-            if ready:
-                self._ready[name] = None
-                self._cv.notify()
-            else:
-                self._pending[name] = [None, 0.0]
-            return True
-
-    def take(self, timeout: float) -> str | None:
-        with self._cv:
-            self._cv.wait_for(lambda: self._ready or self._closed, timeout)
-            if self._closed or not self._ready:
-                return None
-            name, _ = self._ready.popitem(last=False)
-            self._busy[name] = False
-            return name
-
-    def release(self, name: str) -> bool:
-        """The worker is done with ``name``; True if an event for that name came meanwhile."""
-        with self._cv:
-            return self._busy.pop(name, False)
-
-    def check_pending(self, stat_fn, now: float) -> None:
-        with self._cv:
-            items = list(self._pending.items())
-        promote, drop = [], []
-        wall = time.time()
-        for name, entry in items:
-            try:
-                st = stat_fn(name)
-            except OSError:
-                drop.append((name, entry))
-                continue
-            sig = (st.st_size, st.st_mtime_ns)
-            if entry[0] is None and self.trust_mtime and wall - st.st_mtime >= self.settle:
-                promote.append((name, entry))
-            elif entry[0] != sig:
-                entry[0], entry[1] = sig, now
-            elif now - entry[1] >= self.settle:
-                promote.append((name, entry))
-        if promote or drop:
-            with self._cv:
-                for name, entry in drop:
-                    if self._pending.get(name) is entry:
-                        del self._pending[name]
-                for name, entry in promote:
-                    if self._pending.get(name) is entry:
-                        del self._pending[name]
-                        self._ready[name] = None
-                self._cv.notify_all()
-
-    def counts(self) -> tuple[int, int, int]:
-        with self._cv:
-            return len(self._ready), len(self._pending), len(self._busy)
-
-    def needs_rescan(self) -> bool:
-        with self._cv:
-            return self.overflowed and len(self._ready) + len(self._pending) <= self.capacity // 2
-
-    def clear_overflow(self) -> None:
-        with self._cv:
-            self.overflowed = False
-
-    def close(self) -> None:
-        with self._cv:
-            self._closed = True
-            self._cv.notify_all()
 
 
 # --- the folder daemon -----------------------------------------------------------------------------------------
@@ -178,7 +68,6 @@ class FolderDaemon(Service):
                 raise SetupError(f"{p} (the {what} folder) is on another filesystem than the inbox {self.inbox}; "
                                  f"files are moved by a link or a rename, which cannot cross filesystems, so put "
                                  f"both on the same one")
-        self.locks = []
         try:
             for p in dict.fromkeys([self.inbox, self.done, self.failed, self.out]):
                 self.locks.append(FolderLock(p))
@@ -195,10 +84,6 @@ class FolderDaemon(Service):
         self._backlog = False
         self.mode = "poll" if s.poll else "inotify"
         self.workers: list[threading.Thread] = []
-
-    def _release_locks(self) -> None:
-        for lk in self.locks:
-            lk.release()
 
     # start-up
     def recover(self) -> None:
@@ -384,20 +269,20 @@ class FolderDaemon(Service):
     def commit(self, rec: dict, src: Path, worker: int | None) -> bool:
         """Append the record, then move the file on; retried with back-off (disk full, permissions) without
         classifying again. False if a stop came first (the state on disk is then one that a restart resumes)."""
-        delay = 1.0
+        backoff = Backoff()
         while True:
             try:
                 self.results.append(rec)
                 break
             except OSError as exc:
+                delay = backoff.next()
                 log.error("%s: cannot append its result to %s (%s); the file stays in the inbox; retrying in "
                           "%.0f s (free some disk space or fix the folder's permissions)", src, self.out,
                           exc.strerror or exc, delay)
                 if self._wait(worker, delay):
                     return False
-                delay = min(delay * 2, MAX_BACKOFF)
         self.tally.add(rec["status"])
-        delay = 1.0
+        backoff = Backoff()
         while True:
             try:
                 dst = self.mover.finish(src, rec)
@@ -406,11 +291,11 @@ class FolderDaemon(Service):
                 log.warning("%s: vanished from the inbox after it was classified; its result is recorded", src)
                 return True
             except OSError as exc:
+                delay = backoff.next()
                 log.error("%s: recorded, but it cannot be moved on (%s); retrying in %.0f s (check that the "
                           "service may write to %s and %s)", src, exc.strerror or exc, delay, self.done, self.failed)
                 if self._wait(worker, delay):
                     return False
-                delay = min(delay * 2, MAX_BACKOFF)
         if rec["status"] in FAILED_STATUSES:
             log.warning("%s; moved to %s (reason in %s%s)", rec["error"], dst, dst.name, ERROR_SUFFIX)
         else:
@@ -465,14 +350,3 @@ class _Handler(FileSystemEventHandler):
 
 
 # --- entry point -------------------------------------------------------------------------------------------------
-
-def run_watch(given: dict, config_path=None) -> int:
-    """Resolve the settings (raises SetupError, exit status 2), then run until stopped; returns the exit status."""
-    s = cfg.resolve(given, config_path)
-    logging.getLogger().setLevel(getattr(logging, s.log_level.upper()))
-    if s.camera is not None:
-        from .camera import CameraDaemon
-        daemon: Service = CameraDaemon(s)
-    else:
-        daemon = FolderDaemon(s)
-    return daemon.run()

@@ -23,8 +23,21 @@ from typer.core import TyperGroup  # noqa: E402
 from .errors import EdgeemoError  # noqa: E402
 
 
+WORKSTATION_COMMANDS = ("train", "study", "evaluate", "convert")
+
+
 class _Commands(TyperGroup):
-    """Every command's EdgeemoError ends here: its message on stderr, its exit status."""
+    """The device commands, defined here, and the workstation commands, defined beside their code in
+    edgeemo_convert.cli and loaded only when one of them runs or help lists them (the device commands never
+    import edgeemo_convert). Every command's EdgeemoError ends here: its message on stderr, its exit status."""
+
+    def list_commands(self, ctx):
+        return list(super().list_commands(ctx)) + [c for c in WORKSTATION_COMMANDS if c not in self.commands]
+
+    def get_command(self, ctx, name):
+        if name in WORKSTATION_COMMANDS and name not in self.commands:
+            return _workstation_commands().get(name)
+        return super().get_command(ctx, name)
 
     def invoke(self, ctx):
         try:
@@ -222,148 +235,12 @@ def watch(
     raise typer.Exit(run_watch(given, config))
 
 
-# --- workstation commands: edgeemo_convert and TensorFlow load only here ---------------------------------
-
-def _convert_module(name: str):
-    import importlib
-    import importlib.util
-    if importlib.util.find_spec("tensorflow") is None:
-        _fail("this command needs TensorFlow, which is not installed here. "
-              "Install the workstation extra: pip install 'edgeemo[train]'")
-    return importlib.import_module(f"edgeemo_convert.{name}")
-
-
-@app.command()
-def train(
-    data: Path = typer.Option(..., "--data", help="Data set folder (or FER2013 CSV file)."),
-    dataset: str = typer.Option("folder", "--dataset", help="fer2013, jaffe, ckplus or folder."),
-    arch: str = typer.Option("edge", "--arch", help="res40 (the default model's), seed-basic, seed-dropout, seed-best, edge, edge24, edge-small, res40-small, tiny."),
-    optimizer: str = typer.Option("adam", "--optimizer", help="adam, sgd or nadam."),
-    epochs: int = typer.Option(40, "--epochs"),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Initial learning rate (cosine decay)."),
-    seed: int = typer.Option(0, "--seed"),
-    patience: int = typer.Option(10, "--patience", help="Early stopping patience (epochs); 0 = off."),
-    val_split: float = typer.Option(0.15, "--val-split", help="Validation fraction where the data set has none."),
-    cv: Optional[str] = typer.Option(None, "--cv", help="K (stratified k-fold) or loso (leave one subject out)."),
-    no_augment: bool = typer.Option(False, "--no-augment"),
-    no_class_weights: bool = typer.Option(False, "--no-class-weights"),
-    label_smoothing: float = typer.Option(0.0, "--label-smoothing", help="Label smoothing, e.g. 0.1."),
-    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Stop after this many minutes."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="Override the recipe's input size."),
-    blur: float = typer.Option(0.0, "--blur", help="Gaussian blur sigma (on a 48x48 face) that validation and "
-                               "the device apply to faces, for a training set that is itself blurred."),
-    out: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
-    detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
-):
-    """Train a model on labelled faces (workstation; needs the [train] extra)."""
-    commands = _convert_module("commands")
-    from edgeemo_convert.train import OPTIMIZERS, TrainConfig
-    from edgeemo_convert.datasets import DATASETS
-    if optimizer not in OPTIMIZERS:
-        raise typer.BadParameter(f"{optimizer!r}; choose one of {', '.join(OPTIMIZERS)}", param_hint="--optimizer")
-    if dataset not in DATASETS:
-        raise typer.BadParameter(f"{dataset!r}; choose one of {', '.join(DATASETS)}", param_hint="--dataset")
-    cfg = TrainConfig(arch=arch, optimizer=optimizer, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                      patience=patience, augment=not no_augment, class_weights=not no_class_weights,
-                      time_budget_min=time_budget, input_size=input_size, label_smoothing=label_smoothing,
-                      blur_sigma=blur)
-    commands.train(data, dataset, out, cfg, val_split, cv, resume, detector, detector_model,
-                   echo=lambda s: typer.echo(s, err=True))
-
-
-@app.command()
-def study(
-    data: Path = typer.Option(..., "--data", help="JAFFE-format folder: flat images named like KA.AN1.39.tiff."),
-    out: Path = typer.Option(Path("runs/study"), "--out", help="Folder for study.json, study.md and per-run reports."),
-    epochs: int = typer.Option(30, "--epochs", help="Epochs per training (every run, every fold)."),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random split and of training."),
-    test_images: int = typer.Option(64, "--test-images", help="Size of the random test split (the study's: 64)."),
-    runs: Optional[str] = typer.Option(None, "--runs", help="Runs as recipe:optimizer,... (default: seed-basic:adam, "
-                                       "seed-dropout:adam, seed-best:adam, seed-best:sgd, seed-best:nadam)."),
-    no_loso: bool = typer.Option(False, "--no-loso", help="Skip leave-one-subject-out (random split only)."),
-    quick: bool = typer.Option(False, "--quick", help="Smoke run: 2 epochs, 3 people left out; not comparable."),
-    augment: bool = typer.Option(False, "--augment", help="Augment training images (off by default)."),
-    input_size: int = typer.Option(128, "--input-size", help="Face side in pixels (the study's: 128)."),
-    detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL",
-                                                  help="YuNet ONNX file (face_detection_yunet_*.onnx)."),
-):
-    """Reproduce the JAFFE study: its three CNNs on a random split beside leave-one-subject-out."""
-    study_mod = _convert_module("study")
-    try:
-        opts = study_mod.StudyOptions(epochs=epochs, batch_size=batch_size, seed=seed, test_images=test_images,
-                                      input_size=input_size, runs=study_mod.parse_runs(runs), loso=not no_loso,
-                                      augment=augment, quick=quick, detector=detector,
-                                      detector_model=str(detector_model) if detector_model else None)
-        result = study_mod.run_study(data, out, opts, echo=lambda s: typer.echo(s, err=True))
-    except ValueError as exc:         # a bad option value found by the study
-        _fail(str(exc))
-    typer.echo(study_mod.markdown_table(result))
-    typer.echo(f"wrote {out / 'study.json'} and {out / 'study.md'}", err=True)
-
-
-@app.command()
-def evaluate(
-    model: Path = typer.Argument(..., help="A .tflite (run through the device runtime) or .keras model."),
-    data: Path = typer.Option(..., "--data"),
-    dataset: str = typer.Option("folder", "--dataset", help="fer2013, jaffe, ckplus or folder."),
-    split: Optional[str] = typer.Option(None, "--split", help="For data sets with splits: train, val or test "
-                                        "(default: val if present)."),
-    detector: str = typer.Option("none", "--detector", help=DETECTOR_HELP),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a fixed, seeded subset of this many images."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.json and confusion.png."),
-    threads: int = typer.Option(1, "--threads"),
-):
-    """Accuracy, macro-F1, per-class scores and the confusion matrix of a model on a data set."""
-    from .detect import DETECTORS
-    if detector not in DETECTORS:
-        raise typer.BadParameter(f"{detector!r}; choose one of {', '.join(DETECTORS)}", param_hint="--detector")
-    needs_tf = model.suffix != ".tflite"
-    evaluation = _convert_module("evaluation") if needs_tf else __import__("edgeemo_convert.evaluation").evaluation
-    try:
-        rep = evaluation.evaluate(model, data, dataset, split, detector, detector_model, limit, out, threads)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-    typer.echo(json.dumps({k: rep[k] for k in ("n", "accuracy", "macro_f1")} |
-                          {"per_class_f1": {k: v["f1"] for k, v in rep["per_class"].items()}}, indent=1))
-    if out:
-        typer.echo(f"wrote {out / 'report.json'} and {out / 'confusion.png'}", err=True)
-
-
-@app.command()
-def convert(
-    model: Path = typer.Argument(..., help="Keras model (model.keras from a training run)."),
-    calib: Path = typer.Option(..., "--calib", help="Training data for the representative set (and the "
-                               "float-vs-int8 check on its validation split)."),
-    dataset: str = typer.Option("fer2013", "--dataset"),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output .tflite (default: beside the model)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name stored in the metadata."),
-    version: str = typer.Option("1", "--version"),
-    margin: float = typer.Option(0.15, "--margin", help="Face-crop margin stored in the metadata."),
-    calib_size: int = typer.Option(400, "--calib-size", help="Representative faces (300-500)."),
-    check_size: int = typer.Option(2000, "--check-size", help="Validation faces for float vs int8."),
-    force: bool = typer.Option(False, "--force", help="Write even if int8 loses more than 1.5 points."),
-    float_model: bool = typer.Option(False, "--float", help="Write a float32 TFLite instead (for comparison)."),
-    flip_average: bool = typer.Option(False, "--flip-average", help="Have the device average each face with its "
-                                      "mirror image (stored in the metadata)."),
-    seed: int = typer.Option(0, "--seed"),
-    detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
-):
-    """Full-integer int8 conversion with embedded metadata, and a float vs int8 report."""
-    quant = _convert_module("quantize")
-    try:
-        rep = quant.convert(model, calib, dataset, out, name, version, margin, calib_size, check_size, force, seed, float_model,
-                            echo=lambda s: typer.echo(s, err=True), detector=detector, detector_model=detector_model,
-                            flip_average=flip_average)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
-    typer.echo(json.dumps(rep, indent=1))
+def _workstation_commands() -> dict:
+    """train, study, evaluate and convert, from edgeemo_convert.cli (typer only; TensorFlow loads when they run)."""
+    from edgeemo_convert.cli import register
+    sub = typer.Typer(add_completion=False, rich_markup_mode=None)
+    register(sub)
+    return typer.main.get_command(sub).commands
 
 
 def main():  # console-script entry point

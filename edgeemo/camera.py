@@ -23,8 +23,9 @@ import numpy as np
 from .config import WatchSettings
 from .errors import SetupError
 from .ledger import FolderLock, prepare_folder
+from .record import summary
 from .results import open_ledger
-from .service import Backoff, Service, describe, make_classifiers
+from .service import Backoff, Service, make_classifiers
 
 log = logging.getLogger("edgeemo")
 
@@ -265,7 +266,7 @@ class CameraDaemon(Service):
             self.tally.add("lost")
             return
         self.tally.add(rec["status"])
-        log.debug("frame %d at %s: %s", seq, rec["frame_time"], describe(rec))
+        log.debug("frame %d at %s: %s", seq, rec["frame_time"], summary(rec))
 
     def status_text(self) -> str:
         c = self.tally.snapshot()

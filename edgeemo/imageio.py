@@ -34,7 +34,6 @@ class Image:
     pixels: np.ndarray          # uint8, (H, W) gray or (H, W, 3) BGR, EXIF orientation applied
     sha256: str
     format: str
-    path: str | None = None
 
     @property
     def width(self) -> int:
@@ -216,7 +215,7 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
     except ImageError as exc:
         exc.sha256 = digest
         raise
-    return Image(pixels, digest, fmt, str(path))
+    return Image(pixels, digest, fmt)
 
 
 def from_array(array: np.ndarray) -> Image:
@@ -230,7 +229,7 @@ def from_array(array: np.ndarray) -> Image:
     elif pixels.ndim == 3 and pixels.shape[2] == 1:
         pixels = pixels[:, :, 0]
     digest = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
-    return Image(np.ascontiguousarray(pixels), digest, "array", None)
+    return Image(np.ascontiguousarray(pixels), digest, "array")
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:

@@ -90,6 +90,14 @@ class Classifier:
     def faces_to_inputs(self, pixels: np.ndarray, boxes) -> np.ndarray:
         return crop.model_inputs(pixels, None if self.detector.precropped else boxes, self.model.geometry)
 
+    def record(self, file, status: str, *, error: str | None = None, image: imageio.Image | None = None,
+               sha256: str | None = None, faces: list | None = None, **extra) -> dict:
+        """The result record of one picture, built here for every outcome, including files rejected before
+        they are read (``status`` unreadable or error, with ``error`` saying why)."""
+        return make_record(file, sha256 or (image.sha256 if image else None), status, error,
+                           image.width if image else None, image.height if image else None, faces,
+                           self._model_ref, **extra)
+
     def analyze(self, source, **extra) -> Analysis:
         """Classify one image (path or array); returns the record and the decoded image (None on failure)."""
         name = None if isinstance(source, np.ndarray) else str(source)
@@ -98,8 +106,7 @@ class Classifier:
             image = imageio.from_array(source) if name is None else imageio.read_image(source, self.max_pixels)
             boxes = self.detector.detect(image.pixels)
             if not boxes:
-                return Analysis(make_record(name, image.sha256, "no_face", None, image.width, image.height,
-                                            [], self._model_ref, **extra), image)
+                return Analysis(self.record(name, "no_face", image=image, **extra), image)
             probs = self.model.predict(self.faces_to_inputs(image.pixels, boxes))
             faces = []
             for b, p in zip(boxes, probs):
@@ -107,21 +114,17 @@ class Classifier:
                 faces.append({"box": [b.x, b.y, b.w, b.h], "score": round(float(b.score), 4),
                               "label": self.labels[k], "confidence": round(float(p[k]), 4),
                               "probs": {lab: round(float(v), 4) for lab, v in zip(self.labels, p)}})
-            return Analysis(make_record(name, image.sha256, "ok", None, image.width, image.height, faces,
-                                        self._model_ref, **extra), image)
+            return Analysis(self.record(name, "ok", image=image, faces=faces, **extra), image)
         except imageio.ImageError as exc:
-            return Analysis(make_record(name, getattr(exc, "sha256", None), exc.status, str(exc),
-                                        model=self._model_ref, **extra), None)
+            return Analysis(self.record(name, exc.status, error=str(exc), sha256=getattr(exc, "sha256", None),
+                                        **extra), None)
         except MemoryError:
-            return Analysis(make_record(name, image.sha256 if image else None, "error",
-                                        f"{name}: out of memory while processing this image",
-                                        model=self._model_ref, **extra), None)
+            return Analysis(self.record(name, "error", error=f"{name}: out of memory while processing this image",
+                                        sha256=image.sha256 if image else None, **extra), None)
         except Exception as exc:  # noqa: BLE001 - a bad file must never stop a run
             log.debug("unexpected failure on %s", name, exc_info=True)
-            return Analysis(make_record(name, image.sha256 if image else None, "error",
-                                        f"{name or 'array'}: {type(exc).__name__}: {exc}",
-                                        image.width if image else None, image.height if image else None,
-                                        model=self._model_ref, **extra), None)
+            return Analysis(self.record(name, "error", error=f"{name or 'array'}: {type(exc).__name__}: {exc}",
+                                        image=image, **extra), None)
 
     def classify_image(self, source, **extra) -> dict:
         """The result record for one image path or numpy array."""

@@ -11,6 +11,7 @@ plus ``frame_time`` for camera frames. ``edgeemo.results`` encodes records as JS
 from __future__ import annotations
 
 import datetime as _dt
+from collections import Counter
 
 STATUSES = ("ok", "no_face", "unreadable", "error")
 
@@ -28,3 +29,13 @@ def make_record(file, sha256=None, status="ok", error=None, width=None, height=N
            "model": model or {"name": None, "sha256": None}, "time": now_iso()}
     rec.update(extra)
     return rec
+
+
+def summary(rec: dict) -> str:
+    """'3 faces: happy 2, neutral 1', or the status."""
+    faces = rec.get("faces") or []
+    if rec["status"] != "ok":
+        return rec["status"].replace("_", " ")
+    labels = Counter(f["label"] for f in faces)
+    return (f"{len(faces)} face{'s' if len(faces) != 1 else ''}: "
+            + ", ".join(f"{lab} {n}" for lab, n in labels.most_common()))

@@ -48,16 +48,6 @@ class Tally:
             return Counter(self.c)
 
 
-def describe(rec: dict) -> str:
-    """'3 faces: happy 2, neutral 1', or the status."""
-    faces = rec.get("faces") or []
-    if rec["status"] != "ok":
-        return rec["status"].replace("_", " ")
-    labels = Counter(f["label"] for f in faces)
-    return (f"{len(faces)} face{'s' if len(faces) != 1 else ''}: "
-            + ", ".join(f"{lab} {n}" for lab, n in labels.most_common()))
-
-
 def make_classifiers(s: WatchSettings, n: int) -> list:
     """n independent classifiers (an interpreter is not shared between threads)."""
     from .errors import EdgeemoError

@@ -36,9 +36,9 @@ from .errors import SetupError
 from .intake import Intake
 from .ledger import (ERROR_SUFFIX, FAILED_STATUSES, Attempts, FolderLock, Mover, file_sha256,
                      prepare_folder)
-from .record import make_record
+from .record import summary
 from .results import open_ledger
-from .service import Backoff, Service, describe, make_classifiers
+from .service import Backoff, Service, make_classifiers
 
 log = logging.getLogger("edgeemo")
 
@@ -76,7 +76,6 @@ class FolderDaemon(Service):
         except BaseException:
             self._release_locks()
             raise
-        self.model_ref = {"name": self.classifiers[0].model.name, "sha256": self.classifiers[0].model.sha256}
         self.mover = Mover(self.done, self.failed)
         self.attempts = Attempts(self.out / STATE_DIR)
         self.intake = Intake(s.queue_size, s.settle)
@@ -116,10 +115,11 @@ class FolderDaemon(Service):
 
     def set_aside(self, name: str, count: int) -> None:
         src = self.inbox / name
-        rec = make_record(str(src), file_sha256(src), "error",
-                          f"{src}: edgeemo stopped {count} times while processing this file (a crash, a hang "
-                          f"stopped by the watchdog, or running out of memory), so it was set aside; see the "
-                          f"service log (journalctl -u edgeemo) for the cause", model=self.model_ref)
+        rec = self.classifiers[0].record(
+            str(src), "error", sha256=file_sha256(src),
+            error=f"{src}: edgeemo stopped {count} times while processing this file (a crash, a hang stopped by "
+                  f"the watchdog, or running out of memory), so it was set aside; see the service log "
+                  f"(journalctl -u edgeemo) for the cause")
         if self.commit(rec, src, None):
             self.attempts.end(name)
 
@@ -232,16 +232,14 @@ class FolderDaemon(Service):
             if not os.path.lexists(src):
                 log.debug("%s vanished before it was processed", src)
                 return None
-            return make_record(str(src), None, "unreadable", f"{src}: broken symbolic link (its target does not "
-                               f"exist)", model=self.model_ref)
+            return clf.record(str(src), "unreadable", error=f"{src}: broken symbolic link (its target does not exist)")
         except OSError as exc:
-            return make_record(str(src), None, "unreadable", f"{src}: cannot read ({exc.strerror or exc})",
-                               model=self.model_ref)
+            return clf.record(str(src), "unreadable", error=f"{src}: cannot read ({exc.strerror or exc})")
         if not stat.S_ISREG(st.st_mode):
             kind = ("FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode)
                     else "device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special file")
-            return make_record(str(src), None, "unreadable", f"{src}: not a regular file (a {kind}); only image "
-                               f"files belong in the inbox", model=self.model_ref)
+            return clf.record(str(src), "unreadable",
+                              error=f"{src}: not a regular file (a {kind}); only image files belong in the inbox")
         return clf.classify_image(src)
 
     def handle(self, clf, name: str, worker: int | None = None) -> None:
@@ -299,7 +297,7 @@ class FolderDaemon(Service):
         if rec["status"] in FAILED_STATUSES:
             log.warning("%s; moved to %s (reason in %s%s)", rec["error"], dst, dst.name, ERROR_SUFFIX)
         else:
-            log.info("%s: %s -> %s", src.name, describe(rec), dst)
+            log.info("%s: %s -> %s", src.name, summary(rec), dst)
         return True
 
     def shutdown(self) -> None:

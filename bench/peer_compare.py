@@ -126,7 +126,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     from edgeemo.runtime import Model
     from edgeemo_convert import datasets
-    from edgeemo_convert.evaluation import fixed_subset
+    from edgeemo_convert.prepare import fixed_subset
 
     ours = Model(args.ours)
     peer = None

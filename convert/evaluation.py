@@ -10,7 +10,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
 from . import datasets, metrics, plots, prepare
 
@@ -26,21 +25,13 @@ def pick_split(fs: datasets.FaceSet, split: str | None) -> datasets.FaceSet:
     return fs
 
 
-def fixed_subset(n_total: int, limit: int | None, seed: int = 0) -> np.ndarray:
-    """A seeded, sorted subset of indices: the same images every time for the same data and limit."""
-    idx = np.arange(n_total)
-    if limit and limit < n_total:
-        idx = np.sort(np.random.default_rng(seed).permutation(n_total)[:limit])
-    return idx
-
-
 def evaluate(model, data, dataset: str, split=None, detector: str = "none", detector_model=None,
              limit: int | None = None, out=None, threads: int = 1) -> dict:
     model = Path(model)
     if not model.is_file():
         raise FileNotFoundError(f"{model}: model file not found")
     fs = pick_split(datasets.load(data, dataset), split)
-    fs = fs.subset(fixed_subset(len(fs), limit))
+    fs = fs.subset(prepare.fixed_subset(len(fs), limit))
     det = None
     if detector != "none":
         from edgeemo.detect import make_detector

@@ -136,3 +136,11 @@ def sharpness(images, limit: int = 500, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     idx = rng.permutation(len(images))[:limit]
     return float(np.median([cv2.Laplacian(imageio.to_gray(images[i]), cv2.CV_64F).var() for i in idx])) if len(idx) else 0.0
+
+
+def fixed_subset(n_total: int, limit: int | None, seed: int = 0) -> np.ndarray:
+    """A seeded, sorted subset of indices: the same images every time for the same data and limit."""
+    idx = np.arange(n_total)
+    if limit and limit < n_total:
+        idx = np.sort(np.random.default_rng(seed).permutation(n_total)[:limit])
+    return idx

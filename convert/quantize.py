@@ -17,7 +17,6 @@ from edgeemo.errors import EdgeemoError
 from edgeemo.labels import LABELS
 
 from . import datasets, prepare
-from .evaluation import fixed_subset
 from .train import _tf, predict
 
 MAX_DROP = 0.015
@@ -116,7 +115,7 @@ def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", m
         "training": run.get("training", {}), "created": _dt.date.today().isoformat(),
         "tensors": "float32" if float_model else "int8", "flip_average": bool(flip_average),
     }
-    check = va[fixed_subset(len(va), check_size, seed)]
+    check = va[prepare.fixed_subset(len(va), check_size, seed)]
     y = fs.labels[check]
     probs = predict(km, x[check])
     if flip_average:        # the device will average each face with its mirror image: so does the float side

@@ -60,7 +60,7 @@ def run_metadata(model_path: Path) -> dict:
     if cfg.exists():
         c = json.loads(cfg.read_text())
         info["training"] = {k: c.get(k) for k in ("arch", "optimizer", "epochs", "batch_size", "lr", "seed",
-                                                  "blur_sigma")}
+                                                  "label_smoothing", "class_weights", "blur_sigma")}
         if c.get("blur_sigma"):
             info["blur"] = {"sigma": float(c["blur_sigma"]), "at": 48}
         info["dataset"] = c.get("data", {})

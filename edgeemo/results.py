@@ -45,7 +45,12 @@ def jsonl_bytes(rec: dict) -> bytes:
 
 def _csv_encode(rows) -> bytes:
     buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
+    plain = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        # the csv module quotes a cell holding "\n" but not one holding a lone "\r" (it is not in the line
+        # terminator), and many readers end a row at a "\r": such a row gets every cell quoted
+        (quoted if any("\r" in str(c) for c in row) else plain).writerow(row)
     return buf.getvalue().encode("utf-8")
 
 
@@ -191,6 +196,10 @@ class ResultFiles:
         try:
             last = self._repair_jsonl() if repair and self.jsonl_path is not None else []
             if repair and self.csv_path is not None and self.csv_path.exists():
+                cut = self._cut_torn_tail(self.csv_path)
+                if cut:
+                    log.warning("%s: removed an incomplete last line (%d bytes: a write cut short, or the zeros a "
+                                "power cut can leave)", self.csv_path, cut)
                 self._repair_csv(last)
             if self.jsonl_path is not None:
                 self._files.append(_JsonlFile(self.jsonl_path, fsync))

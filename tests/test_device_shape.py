@@ -145,3 +145,33 @@ def test_records_of_rejected_files_have_the_record_schema(tmp_path, device_model
     assert {r["status"] for r in recs} <= set(STATUSES) and len(recs) == 2
     keys = {"file", "sha256", "status", "error", "width", "height", "faces", "model", "time"}
     assert all(set(r) == keys for r in recs) and all(r["status"] == "unreadable" and r["error"] for r in recs)
+
+
+def test_csv_cells_with_line_breaks_are_quoted_and_formulas_escaped():
+    """Issue 10, defect 8: a carriage return in a file name must not split a row, and no cell may start a
+    formula."""
+    import csv
+    import io
+
+    from edgeemo.results import csv_bytes
+    rec = {"time": "2026-01-01T00:00:00.000+00:00", "file": "a.jpg\r=cmd|' /C calc'!A0", "sha256": None,
+           "status": "unreadable", "error": "line one\nline two\r+2", "width": None, "height": None, "faces": []}
+    data = csv_bytes(rec, ["happy"])
+    rows = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    assert len(rows) == 1 and rows[0][1] == rec["file"] and rows[0][4] == rec["error"]
+    assert b'"a.jpg\r=cmd' in data and data.count(b"\n") == 2          # quoted; the row's own end, and "\n" in error
+    escaped = csv_bytes({**rec, "file": "=cmd|x", "error": "@SUM(1)"}, ["happy"]).decode()
+    assert ",'=cmd|x," in escaped and ",'@SUM(1)," in escaped
+
+
+def test_a_zero_filled_tail_is_cut_from_both_result_files(tmp_path):
+    """Issue 10, defect 8: a power cut can leave zeros after the last complete record."""
+    from edgeemo.results import ResultFiles, csv_bytes, csv_header_bytes, jsonl_bytes
+    rec = {"file": "x.jpg", "sha256": "ab", "status": "no_face", "error": None, "width": 4, "height": 4,
+           "faces": [], "model": {"name": "m", "sha256": "cd"}, "time": "2026-01-01T00:00:00.000+00:00"}
+    (tmp_path / "results.jsonl").write_bytes(jsonl_bytes(rec) + b"\0" * 300)
+    (tmp_path / "results.csv").write_bytes(csv_header_bytes(["happy"]) + csv_bytes(rec, ["happy"]) + b"\0" * 300)
+    files = ResultFiles(tmp_path, ("jsonl", "csv"), ["happy"], fsync=True, repair=True)
+    files.close()
+    assert (tmp_path / "results.jsonl").read_bytes() == jsonl_bytes(rec)
+    assert (tmp_path / "results.csv").read_bytes() == csv_header_bytes(["happy"]) + csv_bytes(rec, ["happy"])

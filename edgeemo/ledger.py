@@ -157,7 +157,7 @@ class Mover:
 
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:     # non-UTF-8 names as \udcff
         json.dump(data, fh, ensure_ascii=False, indent=2)
         fh.write("\n")
         fh.flush()

@@ -40,7 +40,10 @@ class ResultsError(EdgeemoError):
 # --- encoders --------------------------------------------------------------------------------------------------
 
 def jsonl_bytes(rec: dict) -> bytes:
-    return (json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    """One JSON line. A file name that is not UTF-8 (Python holds its bytes as lone surrogates) is written
+    as JSON escapes (\\udcff for the byte 0xff): valid JSON, and json.loads + os.fsencode give the name's
+    bytes back."""
+    return (json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace")
 
 
 def _csv_encode(rows) -> bytes:
@@ -51,7 +54,7 @@ def _csv_encode(rows) -> bytes:
         # the csv module quotes a cell holding "\n" but not one holding a lone "\r" (it is not in the line
         # terminator), and many readers end a row at a "\r": such a row gets every cell quoted
         (quoted if any("\r" in str(c) for c in row) else plain).writerow(row)
-    return buf.getvalue().encode("utf-8")
+    return buf.getvalue().encode("utf-8", "backslashreplace")      # a non-UTF-8 name: \udcff, as in JSON
 
 
 def csv_header_bytes(labels) -> bytes:

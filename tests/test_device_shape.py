@@ -175,3 +175,19 @@ def test_a_zero_filled_tail_is_cut_from_both_result_files(tmp_path):
     files.close()
     assert (tmp_path / "results.jsonl").read_bytes() == jsonl_bytes(rec)
     assert (tmp_path / "results.csv").read_bytes() == csv_header_bytes(["happy"]) + csv_bytes(rec, ["happy"])
+
+
+def test_a_name_that_is_not_utf8_gets_its_record_losslessly(tmp_path, data_dir, device_model):
+    """Issue 10, defect 3 (in part): a non-UTF-8 file name crashed `classify --out`."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    raw = os.fsencode(folder) + b"/caf\xe9-\xff.jpg"
+    with open(raw, "wb") as fh:
+        fh.write((data_dir / "scenes" / "dogs.jpg").read_bytes())
+    res = run("classify", folder, "--model", device_model, "--detector", "none", "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    lines = (tmp_path / "out" / "results.jsonl").read_bytes().splitlines()
+    assert len(lines) == 1 and b"\\udcff" in lines[0]
+    rec = json.loads(lines[0])
+    assert os.fsencode(rec["file"]) == raw and rec["status"] == "ok"
+    assert b"\\udcff" in (tmp_path / "out" / "results.csv").read_bytes()

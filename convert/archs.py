@@ -205,3 +205,22 @@ def _fused_bn_class():
 
         _FUSED = FusedBatchNorm
     return _FUSED
+
+
+def multiply_adds(model) -> int:
+    """Multiply-adds of one forward pass of a Keras model: convolutions and dense layers (batch norm folds
+    into the convolutions at conversion; pooling, adds and activations are not counted)."""
+    total = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind == "Conv2D":
+            kh, kw = layer.kernel_size
+            _, h, w, c_out = layer.output.shape
+            total += h * w * kh * kw * layer.input.shape[-1] * c_out // layer.groups
+        elif kind == "DepthwiseConv2D":
+            kh, kw = layer.kernel_size
+            _, h, w, c_out = layer.output.shape
+            total += h * w * kh * kw * c_out
+        elif kind == "Dense":
+            total += layer.input.shape[-1] * layer.units
+    return int(total)

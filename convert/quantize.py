@@ -16,7 +16,7 @@ from edgeemo import modelfile
 from edgeemo.errors import EdgeemoError
 from edgeemo.labels import LABELS
 
-from . import datasets, prepare
+from . import archs, datasets, prepare
 from .train import _tf, predict
 
 MAX_DROP = 0.015
@@ -139,7 +139,7 @@ def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", m
               "calibration_faces": int(len(calib_faces)), "check_images": int(len(check)),
               "float_accuracy": round(acc_f, 4), "tflite_accuracy": round(acc_q, 4),
               "top1_agreement": round(agree, 4), "accuracy_drop_points": round(100 * (acc_f - acc_q), 2),
-              "keras_params": int(km.count_params())}
+              "keras_params": int(km.count_params()), "multiply_adds": archs.multiply_adds(km)}
     if not float_model and acc_f - acc_q > MAX_DROP and not force:
         tmp.unlink()
         raise QuantizationRefused(f"{model}: int8 accuracy {acc_q:.4f} is {100 * (acc_f - acc_q):.1f} points below "

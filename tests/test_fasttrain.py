@@ -78,6 +78,9 @@ def test_training_twin_lines_up_with_the_float_model():
     twin = archs.build("res40-small", for_training=True)
     plain = archs.build("res40-small")
     assert [v.shape for v in twin.weights] == [v.shape for v in plain.weights]
+    # tiny by hand: 3x3 conv 1->8 at 48x48, max-pool, 3x3 conv 8->16 at 24x24, dense 16->7
+    assert archs.multiply_adds(archs.build("tiny")) == 48 * 48 * 9 * 8 + 24 * 24 * 9 * 8 * 16 + 16 * 7
+    assert archs.multiply_adds(archs.build("res40")) <= 80_000_000         # the default model's budget
     rng = np.random.default_rng(0)
     # non-trivial batch-norm statistics, so that a swapped mean and variance would show
     ws = [w + rng.uniform(0.1, 0.5, w.shape).astype(np.float32) if w.ndim == 1 else w for w in twin.get_weights()]

@@ -22,7 +22,7 @@ log = logging.getLogger("edgeemo")
 
 FAILED_STATUSES = ("unreadable", "error")
 ERROR_SUFFIX = ".error.json"
-LOCK_NAME = ".edgeemo.lock"
+OWNER_FILE = ".edgeemo.pid"     # in the results folder (the service's, not the producers'): who holds the locks
 
 
 def file_sha256(path: Path) -> str | None:
@@ -37,29 +37,58 @@ def file_sha256(path: Path) -> str | None:
 
 
 class FolderLock:
-    """An exclusive flock on ``<folder>/.edgeemo.lock``: one daemon per folder."""
+    """One daemon per folder: an exclusive kernel lock (``flock``) on an open descriptor of the folder itself.
 
-    def __init__(self, folder: Path):
-        self.path = folder / LOCK_NAME
+    Nothing is created in the folder, so a producer who may write to an inbox can neither replace the lock
+    by a link (which once let a start truncate results.jsonl) nor delete it to let a second daemon in; the
+    kernel drops the lock when the process ends, however it ends. ``owner_file`` (in the results folder,
+    opened with O_NOFOLLOW) holds the PID of the daemon that has the locks, for the message a second
+    daemon prints."""
+
+    def __init__(self, folder: Path, owner_file: Path | None = None):
+        self.folder = folder
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            self.fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise SetupError(f"{folder}: cannot create {LOCK_NAME} ({exc.strerror}); check that the service user "
-                             f"may write to this folder") from None
+            raise SetupError(f"{folder}: cannot open the folder to lock it ({exc.strerror}); check that the "
+                             f"service user may read it") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            owner = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self.fd)
-            raise SetupError(f"{folder} is in use by another edgeemo watch (pid {owner}); stop it first, or give "
-                             f"this one its own folders") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+            owner = read_owner(owner_file)
+            who = f"pid {owner}" if owner else "its process holds the lock"
+            raise SetupError(f"{folder} is in use by another edgeemo watch ({who}); stop it first, or give this "
+                             f"one its own folders") from None
 
     def release(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+def read_owner(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(fd, 32).decode(errors="replace").strip() or None
+    finally:
+        os.close(fd)
+
+
+def write_owner(path: Path) -> None:
+    """This process's PID in ``path`` (a regular file; a link there is refused, not followed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
 
 
 def prepare_folder(path: Path, what: str, create: bool = True) -> Path:

@@ -34,8 +34,8 @@ from watchdog.events import FileSystemEventHandler
 from .config import WatchSettings
 from .errors import SetupError
 from .intake import Intake
-from .ledger import (ERROR_SUFFIX, FAILED_STATUSES, Attempts, FolderLock, Mover, file_sha256,
-                     prepare_folder)
+from .ledger import (ERROR_SUFFIX, FAILED_STATUSES, OWNER_FILE, Attempts, FolderLock, Mover, file_sha256,
+                     prepare_folder, write_owner)
 from .record import summary
 from .results import open_ledger
 from .service import Backoff, Service, make_classifiers
@@ -68,9 +68,11 @@ class FolderDaemon(Service):
                 raise SetupError(f"{p} (the {what} folder) is on another filesystem than the inbox {self.inbox}; "
                                  f"files are moved by a link or a rename, which cannot cross filesystems, so put "
                                  f"both on the same one")
+        owner = self.out / OWNER_FILE
         try:
             for p in dict.fromkeys([self.inbox, self.done, self.failed, self.out]):
-                self.locks.append(FolderLock(p))
+                self.locks.append(FolderLock(p, owner))
+            write_owner(owner)
             self.classifiers = make_classifiers(s, s.workers)
             self.results = open_ledger(self.out, s.format, self.classifiers[0].labels)
         except BaseException:

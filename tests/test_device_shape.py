@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import threading
 import time
 
@@ -14,6 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeemo.cli import app
+
+from test_watch import daemon_factory, png_bytes, wait_until  # noqa: F401 - daemon_factory is a fixture
 
 TIME = re.compile(rb'"time":"[^"]*"|^[^,\n]*(?=,)', re.M)
 
@@ -191,3 +194,38 @@ def test_a_name_that_is_not_utf8_gets_its_record_losslessly(tmp_path, data_dir, 
     rec = json.loads(lines[0])
     assert os.fsencode(rec["file"]) == raw and rec["status"] == "ok"
     assert b"\\udcff" in (tmp_path / "out" / "results.csv").read_bytes()
+
+
+def test_a_link_planted_as_the_lock_file_cannot_touch_the_ledger(daemon_factory):
+    """Issue 10, defect 2: inbox/.edgeemo.lock replaced by a symlink to results.jsonl truncated the ledger."""
+    d = daemon_factory().start()
+    (d.inbox / "a.png").write_bytes(png_bytes(1))
+    wait_until(lambda: d.n_records() == 1, "one record", d)
+    assert d.signal(signal.SIGTERM) == 0
+    ledger = d.results / "results.jsonl"
+    before = ledger.read_bytes()
+    lock = d.inbox / ".edgeemo.lock"
+    lock.unlink(missing_ok=True)
+    os.symlink(ledger, lock)
+    d.start()
+    (d.inbox / "b.png").write_bytes(png_bytes(2))
+    wait_until(lambda: d.n_records() == 2, "two records", d)
+    assert d.signal(signal.SIGTERM) == 0
+    assert ledger.read_bytes().startswith(before) and len(d.records()) == 2
+
+
+def test_no_second_watcher_even_when_every_lock_file_is_deleted(daemon_factory, tmp_path, device_model):
+    """Issue 10, defect 2: deleting the lock files let a second watcher run on the same inbox."""
+    import subprocess
+    import sys
+    d = daemon_factory().start()
+    for p in tmp_path.rglob(".edgeemo.lock"):
+        p.unlink()
+    try:
+        second = subprocess.run([sys.executable, "-m", "edgeemo.cli", "watch", str(d.inbox), "--model", str(device_model),
+                                 "--detector", "none", "--out", str(tmp_path / "out2"), "--done", str(tmp_path / "d2"),
+                                 "--failed", str(tmp_path / "f2")], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a second watcher ran on an inbox that another one holds")
+    assert second.returncode == 2 and "is in use by another edgeemo watch" in second.stderr
+    assert d.signal(signal.SIGTERM) == 0

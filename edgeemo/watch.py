@@ -88,7 +88,7 @@ class FolderDaemon(Service):
 
     # start-up
     def recover(self) -> None:
-        names = {e.name for e in os.scandir(self.inbox) if not ignored(e.name) and not e.is_dir()}
+        names = set(self._entries())
         ledger = self.results.tail_index(names)
         recorded_names = {n for n, _ in ledger}
         for name in sorted(recorded_names):
@@ -161,20 +161,24 @@ class FolderDaemon(Service):
     def rescan(self) -> None:
         """Offer every file in the inbox (pending: it may still be being written), until the queue is full."""
         self.intake.clear_overflow()
+        for name in self._entries():
+            if not self.intake.add(name, ready=False):
+                break
+
+    def _entries(self):
+        """Names in the inbox that are not ignored and not folders. A link is an entry whatever it points at
+        (a folder, nothing, itself): it gets a record saying what it is, and is set aside."""
         with os.scandir(self.inbox) as it:
             for e in it:
-                if ignored(e.name):
-                    continue
-                try:
-                    if e.is_dir():
-                        continue
-                except OSError:
-                    continue
-                if not self.intake.add(e.name, ready=False):
-                    break
+                if not ignored(e.name) and not e.is_dir(follow_symlinks=False):
+                    yield e.name
 
     def _stat(self, name: str):
-        return os.stat(self.inbox / name)
+        """The file's status, or the link's own where its target cannot be reached (a loop, a dangling link)."""
+        try:
+            return os.stat(self.inbox / name)
+        except OSError:
+            return os.lstat(self.inbox / name)
 
     def tick(self, now: float) -> None:
         self.intake.check_pending(self._stat, now)

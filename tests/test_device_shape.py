@@ -229,3 +229,18 @@ def test_no_second_watcher_even_when_every_lock_file_is_deleted(daemon_factory, 
         pytest.fail("a second watcher ran on an inbox that another one holds")
     assert second.returncode == 2 and "is in use by another edgeemo watch" in second.stderr
     assert d.signal(signal.SIGTERM) == 0
+
+
+def test_a_symlink_loop_in_the_inbox_gets_a_record_and_the_daemon_starts(daemon_factory):
+    """Issue 10, defect 4: a link to itself in the inbox stopped the daemon from starting."""
+    d = daemon_factory()
+    os.symlink("loop.jpg", d.inbox / "loop.jpg")
+    os.symlink(d.root, d.inbox / "to-a-folder")
+    d.start()
+    (d.inbox / "a.png").write_bytes(png_bytes(3))
+    wait_until(lambda: d.n_records() == 3, "three records", d)
+    recs = {os.path.basename(r["file"]): r for r in d.records()}
+    assert recs["loop.jpg"]["status"] == "unreadable" and "symbolic links" in recs["loop.jpg"]["error"]
+    assert recs["to-a-folder"]["status"] == "unreadable" and recs["a.png"]["status"] in ("ok", "no_face")
+    wait_until(lambda: os.path.islink(d.inbox / "failed" / "loop.jpg"), "the loop set aside", d)
+    assert d.signal(signal.SIGTERM) == 0

@@ -26,9 +26,10 @@ OWNER_FILE = ".edgeemo.pid"     # in the results folder (the service's, not the 
 
 
 def file_sha256(path: Path) -> str | None:
+    """sha256 of a regular file's bytes; None for a link (never followed) or a file that cannot be read."""
     h = hashlib.sha256()
     try:
-        with open(path, "rb") as fh:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as fh:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     except OSError:

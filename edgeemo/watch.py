@@ -145,8 +145,8 @@ class FolderDaemon(Service):
             try:
                 from watchdog.observers.inotify import InotifyObserver
                 obs = InotifyObserver(generate_full_events=True)   # a rename from outside arrives as a move
-                obs.schedule(handler, str(self.inbox), recursive=False,
-                             event_filter=[FileClosedEvent, FileMovedEvent])
+                obs.schedule(handler, str(self.inbox), recursive=False,          # created: for links
+                             event_filter=[FileClosedEvent, FileMovedEvent, FileCreatedEvent])
                 obs.start()
                 return obs
             except (ImportError, OSError) as exc:
@@ -233,14 +233,16 @@ class FolderDaemon(Service):
 
     def _classify(self, clf, src: Path) -> dict | None:
         try:
-            st = os.stat(src)
+            st = os.lstat(src)
         except FileNotFoundError:
-            if not os.path.lexists(src):
-                log.debug("%s vanished before it was processed", src)
-                return None
-            return clf.record(str(src), "unreadable", error=f"{src}: broken symbolic link (its target does not exist)")
+            log.debug("%s vanished before it was processed", src)
+            return None
         except OSError as exc:
             return clf.record(str(src), "unreadable", error=f"{src}: cannot read ({exc.strerror or exc})")
+        if stat.S_ISLNK(st.st_mode):
+            # Never followed: a producer could point it anywhere the service may read.
+            return clf.record(str(src), "unreadable", error=f"{src}: a symbolic link; links in the inbox are not "
+                              f"followed: put the file itself there (copy, move or hard-link it)")
         if not stat.S_ISREG(st.st_mode):
             kind = ("FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode)
                     else "device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special file")
@@ -325,6 +327,15 @@ class FolderDaemon(Service):
         log.info("stopped: %s", self.status_text())
 
 
+def _complete_on_arrival(path) -> bool:
+    """A symbolic link, or a hard link to a file that already has another name: nothing more is written."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1)
+
+
 class _Handler(FileSystemEventHandler):
     """watchdog event handler: names of complete files (or candidates, when polling) go to the intake."""
 
@@ -343,6 +354,8 @@ class _Handler(FileSystemEventHandler):
             path, ready = event.src_path, True
         elif kind in ("created", "modified") and self.d.mode == "poll":
             path, ready = event.src_path, False
+        elif kind == "created" and _complete_on_arrival(event.src_path):
+            path, ready = event.src_path, True          # `ln -s` or `ln`: no write, so no close event follows
         else:
             return
         if not path:

@@ -240,7 +240,25 @@ def test_a_symlink_loop_in_the_inbox_gets_a_record_and_the_daemon_starts(daemon_
     (d.inbox / "a.png").write_bytes(png_bytes(3))
     wait_until(lambda: d.n_records() == 3, "three records", d)
     recs = {os.path.basename(r["file"]): r for r in d.records()}
-    assert recs["loop.jpg"]["status"] == "unreadable" and "symbolic links" in recs["loop.jpg"]["error"]
+    assert recs["loop.jpg"]["status"] == "unreadable" and "a symbolic link" in recs["loop.jpg"]["error"]
     assert recs["to-a-folder"]["status"] == "unreadable" and recs["a.png"]["status"] in ("ok", "no_face")
     wait_until(lambda: os.path.islink(d.inbox / "failed" / "loop.jpg"), "the loop set aside", d)
+    assert d.signal(signal.SIGTERM) == 0
+
+
+def test_links_made_while_running_are_noticed_and_symlinks_never_followed(daemon_factory, tmp_path):
+    """Issue 10, defects 4 and 11: `ln -s` and `ln` into a running inbox were not noticed until a restart, and
+    a symlink's target outside the inbox was read."""
+    d = daemon_factory().start()
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(png_bytes(4))
+    os.symlink(secret, d.inbox / "peek.png")
+    outside = tmp_path / "photo.png"
+    outside.write_bytes(png_bytes(5))
+    os.link(outside, d.inbox / "linked.png")
+    wait_until(lambda: d.n_records() == 2, "two records", d)
+    recs = {os.path.basename(r["file"]): r for r in d.records()}
+    assert recs["peek.png"]["status"] == "unreadable" and recs["peek.png"]["sha256"] is None
+    assert "not followed" in recs["peek.png"]["error"] and "secret" not in recs["peek.png"]["error"]
+    assert recs["linked.png"]["status"] in ("ok", "no_face") and recs["linked.png"]["width"] == 48
     assert d.signal(signal.SIGTERM) == 0

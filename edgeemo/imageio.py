@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,9 @@ from pathlib import Path
 import numpy as np
 
 MAX_PIXELS = 50_000_000
+# The largest file read: a 50-megapixel photo fits even as an uncompressed 8-bit RGB PNG (150 MB); a larger file
+# (or a device such as /dev/zero) is refused before it fills memory.
+MAX_FILE_BYTES = 256 << 20
 # OpenCV's own guard, in case a header lies about the size (read by OpenCV at its first decode).
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS * 2))
 
@@ -162,8 +166,8 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> 
         raise ImageError(f"{name}: empty file (0 bytes)")
     fmt = sniff(data)
     if fmt is None:
-        raise ImageError(f"{name}: not a supported image (JPEG, PNG, BMP, TIFF or WebP expected; "
-                         f"the file starts with {data[:8]!r})")
+        raise ImageError(f"{name}: not a supported image (JPEG, PNG, BMP, TIFF or WebP expected; its first bytes "
+                         f"match none of them)")
     size = header_size(data, fmt)
     if size and size[0] * size[1] > max_pixels:
         raise ImageError(f"{name}: image is {size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f} megapixels, "
@@ -193,18 +197,35 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> 
     return np.ascontiguousarray(img), fmt
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
+def read_bytes(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
+    """The bytes of a regular file. A FIFO, socket or device is refused, not read (it could block forever or
+    never end), and so is a file over ``max_bytes`` (MAX_FILE_BYTES)."""
     p = Path(path)
+    limit = MAX_FILE_BYTES if max_bytes is None else max_bytes
     try:
-        return p.read_bytes()
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ImageError(f"{p}: no such file") from None
     except PermissionError:
         raise ImageError(f"{p}: permission denied (check the file's owner and mode)") from None
-    except IsADirectoryError:
-        raise ImageError(f"{p}: is a folder, not an image (use --recursive to classify a folder)") from None
     except OSError as exc:
         raise ImageError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise ImageError(f"{p}: is a folder, not an image (use --recursive to classify a folder)")
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode)
+                    else "device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special file")
+            raise ImageError(f"{p}: not a regular file (a {kind}); only image files can be classified")
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise ImageError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise ImageError(f"{p}: file is over {limit >> 20} MiB, more than any image within the "
+                         f"{MAX_PIXELS / 1e6:.0f}-megapixel limit needs; not read", "error")
+    return data
 
 
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:

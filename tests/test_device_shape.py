@@ -262,3 +262,23 @@ def test_links_made_while_running_are_noticed_and_symlinks_never_followed(daemon
     assert "not followed" in recs["peek.png"]["error"] and "secret" not in recs["peek.png"]["error"]
     assert recs["linked.png"]["status"] in ("ok", "no_face") and recs["linked.png"]["width"] == 48
     assert d.signal(signal.SIGTERM) == 0
+
+
+def test_classify_refuses_a_fifo_and_never_echoes_file_content(tmp_path, device_model):
+    """Issue 10, defect 11: `classify` on a FIFO named on the command line blocked forever, and error records
+    copied the first bytes of a file."""
+    import subprocess
+    import sys
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    text = tmp_path / "notes.jpg"
+    text.write_bytes(b"SECRET-TOKEN-123 not an image")
+    try:
+        res = subprocess.run([sys.executable, "-m", "edgeemo.cli", "classify", str(fifo), str(text), "--model",
+                              str(device_model), "--detector", "none"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("classify blocked on a FIFO")
+    recs = [json.loads(line) for line in res.stdout.splitlines()]
+    assert res.returncode == 0 and [r["status"] for r in recs] == ["unreadable", "unreadable"]
+    assert "not a regular file (a FIFO)" in recs[0]["error"]
+    assert "SECRET" not in res.stdout + res.stderr and "not a supported image" in recs[1]["error"]

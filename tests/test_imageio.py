@@ -102,9 +102,13 @@ def test_unreadable_permission(tmp_path, picture, monkeypatch):
     p.chmod(0)
     if os.geteuid() == 0:
         # root reads any file whatever its mode: make the read fail as it does for other users.
-        def refuse(self):
-            raise PermissionError(13, "Permission denied", str(self))
-        monkeypatch.setattr(type(p), "read_bytes", refuse)
+        real_open = os.open
+
+        def refuse(path, *args, **kw):
+            if os.fspath(path) == os.fspath(p):
+                raise PermissionError(13, "Permission denied", os.fspath(path))
+            return real_open(path, *args, **kw)
+        monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(ImageError, match="permission denied") as err:
         imageio.read_image(p)
     assert "secret.jpg" in str(err.value) and err.value.status == "unreadable"

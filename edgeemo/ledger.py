@@ -128,11 +128,13 @@ class Mover:
 
     @staticmethod
     def _candidates(name: str):
+        """The name, then name-1, name-2, ...; each short enough that it and its <name>.error.json fit the
+        filesystem's limit (NAME_MAX bytes): a long name is cut and given a hash of the whole name."""
         stem, dot, ext = name.rpartition(".")
         stem, ext = (stem, dot + ext) if stem else (name, "")
-        yield name
+        yield _fit(name)
         for k in range(1, 1_000_000):
-            yield f"{stem}-{k}{ext}"
+            yield _fit(f"{stem}-{k}{ext}")
 
     @staticmethod
     def _orphan_of(json_path: Path, rec: dict) -> bool:
@@ -185,6 +187,28 @@ class Mover:
         raise OSError(errno.EEXIST, f"no free name for {src.name} in {folder}")
 
 
+NAME_MAX = 255
+
+
+def _fit(name: str) -> str:
+    """``name`` if it and ``name + ERROR_SUFFIX`` fit NAME_MAX bytes; else its start, a hash of the whole
+    name, and its extension, cut at a character boundary (the record keeps the original name)."""
+    raw = os.fsencode(name)
+    room = NAME_MAX - len(ERROR_SUFFIX) - 1            # and ".<name>.tmp" while the error file is written
+    room -= len(".tmp")
+    if len(raw) <= room:
+        return name
+    _, dot, ext = name.rpartition(".")
+    tail = os.fsencode(dot + ext) if dot and len(os.fsencode(dot + ext)) <= 16 else b""
+    digest = hashlib.sha1(raw).hexdigest()[:12].encode()
+    head = raw[:room - len(tail) - len(digest) - 1]
+    while head and (head[-1] & 0xC0) == 0x80:          # do not split a UTF-8 character
+        head = head[:-1]
+    if head and head[-1] >= 0xC0:
+        head = head[:-1]
+    return os.fsdecode(head + b"~" + digest + tail)
+
+
 def write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:     # non-UTF-8 names as \udcff
@@ -206,16 +230,22 @@ class Attempts:
     def _path(self, name: str) -> Path:
         return self.folder / hashlib.sha1(os.fsencode(name)).hexdigest()
 
+    @staticmethod
+    def _read(p: Path) -> tuple[str, int]:
+        """(name, count) of a marker: JSON, so any name survives (newlines, bytes that are not UTF-8)."""
+        data = json.loads(p.read_text(encoding="ascii"))
+        return str(data["name"]), int(data["count"])
+
     def count(self, name: str) -> int:
         try:
-            return int(self._path(name).read_text(encoding="utf-8", errors="surrogateescape").split("\n", 1)[0])
-        except (OSError, ValueError):
+            return self._read(self._path(name))[1]
+        except (OSError, ValueError, KeyError, TypeError):
             return 0
 
     def begin(self, name: str) -> int:
         n = self.count(name) + 1
         try:
-            self._path(name).write_text(f"{n}\n{name}\n", encoding="utf-8", errors="surrogateescape")
+            self._path(name).write_text(json.dumps({"name": name, "count": n}) + "\n", encoding="ascii")
         except OSError as exc:
             log.debug("cannot write the attempt marker of %s: %s", name, exc)
         return n
@@ -232,8 +262,7 @@ class Attempts:
         out = []
         for p in self.folder.iterdir():
             try:
-                count, name = p.read_text(encoding="utf-8", errors="surrogateescape").split("\n")[:2]
-                out.append((name, int(count)))
-            except (OSError, ValueError):
+                out.append(self._read(p))
+            except (OSError, ValueError, KeyError, TypeError):
                 p.unlink(missing_ok=True)
         return out

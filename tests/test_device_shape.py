@@ -282,3 +282,32 @@ def test_classify_refuses_a_fifo_and_never_echoes_file_content(tmp_path, device_
     assert res.returncode == 0 and [r["status"] for r in recs] == ["unreadable", "unreadable"]
     assert "not a regular file (a FIFO)" in recs[0]["error"]
     assert "SECRET" not in res.stdout + res.stderr and "not a supported image" in recs[1]["error"]
+
+
+def test_a_name_too_long_for_its_error_file_does_not_wedge_the_daemon(daemon_factory):
+    """Issue 10, defect 3: an undecodable file named over 239 bytes could not get its <name>.error.json, and
+    its move was retried forever while the files behind it waited."""
+    d = daemon_factory().start()
+    long_name = "x" * 245 + ".jpg"
+    (d.inbox / long_name).write_bytes(b"not an image at all")
+    (d.inbox / "after.png").write_bytes(png_bytes(6))
+    wait_until(lambda: d.n_records() == 2, "two records", d)
+    wait_until(lambda: not os.path.lexists(d.inbox / long_name), "the long name moved on", d)
+    failed = [p.name for p in (d.inbox / "failed").iterdir()]
+    assert len(failed) == 2 and all(len(os.fsencode(n)) <= 255 for n in failed)
+    error = json.loads(next(p for p in (d.inbox / "failed").iterdir() if p.name.endswith(".error.json")).read_text())
+    assert error["file"].endswith(long_name) and error["status"] == "unreadable"
+    assert d.signal(signal.SIGTERM) == 0
+
+
+def test_the_crash_loop_guard_keeps_any_name(tmp_path):
+    """Issue 10, defect 3: a newline in a name split the attempt marker, defeating the crash-loop guard."""
+    from edgeemo.ledger import Attempts
+    a = Attempts(tmp_path / "state")
+    odd = ["a\nb.jpg", "caf\udce9.jpg", "plain.jpg"]
+    for name in odd:
+        a.begin(name)
+        a.begin(name)
+    assert sorted(Attempts(tmp_path / "state").left_over()) == sorted((n, 2) for n in odd)
+    a.end(odd[0])
+    assert a.count(odd[0]) == 0 and a.count(odd[1]) == 2

@@ -207,6 +207,8 @@ def watch(
     poll: Optional[bool] = typer.Option(None, "--poll/--no-poll", help="Poll instead of inotify (network "
                                         "shares); a file is taken once its size and mtime are stable."),
     settle: Optional[float] = typer.Option(None, "--settle", help="Seconds a polled file must stay unchanged [2]."),
+    rescan: Optional[float] = typer.Option(None, "--rescan", help="Seconds between safety-net scans of the inbox "
+                                           "for files whose events were lost; 0 = never [60]."),
     camera: Optional[str] = typer.Option(None, "--camera", help="Classify camera frames instead: 0, 1, ... "
                                          "(USB/V4L2), picamera2, or a video path/URL."),
     interval: Optional[float] = typer.Option(None, "--interval", help="Seconds between camera frames [1]."),

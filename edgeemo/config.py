@@ -37,6 +37,7 @@ class WatchSettings:
     queue_size: int = 256
     poll: bool = False
     settle: float = 2.0
+    rescan: float = 60.0            # seconds between safety-net scans of the inbox; 0 = never
     camera: str | None = None
     interval: float = 1.0
     save_frames: str = "none"
@@ -129,6 +130,7 @@ def _camera(v):
 CHECKS: dict[str, Callable[[Any], Any]] = {
     "inbox": _path, "out": _path, "done": _path, "failed": _path, "format": _formats,
     "workers": _int(1, 64), "queue-size": _int(1, 100_000), "poll": _bool, "settle": _float(0.0),
+    "rescan": _float(0.0, lo_open=False),
     "camera": _camera, "interval": _float(0.0), "save-frames": _choice(SAVE_FRAMES), "frames-dir": _path,
     "frames-max-mb": _float(0.0), "model": _path, "detector": _choice(DETECTORS), "detector-model": _path,
     "threads": _int(1, 64), "min-face": _int(1), "max-faces": _int(1, 1000),

@@ -25,6 +25,10 @@ class Intake:
         self._closed = False
         self.overflowed = False
 
+    def __contains__(self, name: str) -> bool:
+        with self._cv:
+            return name in self._ready or name in self._pending or name in self._busy
+
     def __len__(self) -> int:
         with self._cv:
             return len(self._ready) + len(self._pending)

@@ -27,6 +27,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from pathlib import Path
 
 from watchdog.events import FileSystemEventHandler
@@ -82,6 +83,8 @@ class FolderDaemon(Service):
         self.attempts = Attempts(self.out / STATE_DIR)
         self.intake = Intake(s.queue_size, s.settle)
         self.observer = None
+        self._inbox_id: tuple[int, int] | None = None
+        self._last_scan = 0.0
         self._backlog = False
         self.mode = "poll" if s.poll else "inotify"
         self.workers: list[threading.Thread] = []
@@ -131,6 +134,8 @@ class FolderDaemon(Service):
             t = threading.Thread(target=self._work, args=(i, clf), name=f"edgeemo-worker-{i}", daemon=True)
             t.start()
             self.workers.append(t)
+        st = os.stat(self.inbox)
+        self._inbox_id = (st.st_dev, st.st_ino)
         self.observer = self._start_observer()
         self.intake.trust_mtime = self.mode == "inotify"
         self.rescan()
@@ -158,12 +163,17 @@ class FolderDaemon(Service):
         obs.start()
         return obs
 
-    def rescan(self) -> None:
-        """Offer every file in the inbox (pending: it may still be being written), until the queue is full."""
+    def rescan(self) -> int:
+        """Offer every file in the inbox (pending: it may still be being written), until the queue is full;
+        returns how many the queue did not hold already."""
         self.intake.clear_overflow()
+        found = 0
         for name in self._entries():
+            found += name not in self.intake
             if not self.intake.add(name, ready=False):
                 break
+        self._last_scan = time.monotonic()
+        return found
 
     def _entries(self):
         """Names in the inbox that are not ignored and not folders. A link is an entry whatever it points at
@@ -190,15 +200,35 @@ class FolderDaemon(Service):
             self._backlog = False
         if self.intake.needs_rescan():
             self.rescan()
-        if not self.inbox.is_dir():
+        try:
+            st = os.stat(self.inbox)
+        except OSError:
+            st = None
+        if st is None or not stat.S_ISDIR(st.st_mode):
             log.error("the inbox %s has disappeared; stopping (create it again and restart the service)", self.inbox)
             self.exit_code = 1
             self.stop_event.set()
+        elif (st.st_dev, st.st_ino) != self._inbox_id:
+            # removed and created again between two ticks: the old watch is on a folder that is gone
+            log.warning("the inbox %s was replaced by a new folder; watching the new one", self.inbox)
+            self._inbox_id = (st.st_dev, st.st_ino)
+            self._stop_observer()
+            self.observer = self._start_observer()
+            self._log_scan("the new inbox", self.rescan())
+        elif self.s.rescan and now - self._last_scan >= self.s.rescan and not self.intake.overflowed:
+            self._log_scan("a periodic scan", self.rescan())
         elif self.observer is not None and not self.observer.is_alive():
             log.error("the file watcher for %s stopped unexpectedly; exiting so that the service is restarted",
                       self.inbox)
             self.exit_code = 1
             self.stop_event.set()
+
+    def _log_scan(self, what: str, found: int) -> None:
+        if found:
+            log.warning("%s of %s found %d file%s that no event announced (lost events); they are processed now",
+                        what, self.inbox, found, "s" if found != 1 else "")
+        else:
+            log.debug("%s of %s found nothing new", what, self.inbox)
 
     def wake(self) -> None:
         self.intake.close()
@@ -308,20 +338,27 @@ class FolderDaemon(Service):
             log.info("%s: %s -> %s", src.name, summary(rec), dst)
         return True
 
+    def _stop_observer(self) -> None:
+        if self.observer is None:
+            return
+        # watchdog 7 may log a harmless "queue_events() called when the thread is inactive" while stopping
+        wlog = logging.getLogger("watchdog")
+        level = wlog.level
+        wlog.setLevel(logging.CRITICAL)
+        try:
+            self.observer.stop()
+            self.observer.join(timeout=5)
+        except (OSError, RuntimeError) as exc:          # its folder is gone: nothing left to stop
+            log.debug("stopping the old file watcher: %s", exc)
+        finally:
+            wlog.setLevel(level)
+        self.observer = None
+
     def shutdown(self) -> None:
         self.intake.close()
         for t in self.workers:
             t.join()
-        if self.observer is not None:
-            # watchdog 7 may log a harmless "queue_events() called when the thread is inactive" while stopping
-            wlog = logging.getLogger("watchdog")
-            level = wlog.level
-            wlog.setLevel(logging.CRITICAL)
-            try:
-                self.observer.stop()
-                self.observer.join(timeout=5)
-            finally:
-                wlog.setLevel(level)
+        self._stop_observer()
         self.results.close()
         self._release_locks()
         log.info("stopped: %s", self.status_text())

@@ -311,3 +311,38 @@ def test_the_crash_loop_guard_keeps_any_name(tmp_path):
     assert sorted(Attempts(tmp_path / "state").left_over()) == sorted((n, 2) for n in odd)
     a.end(odd[0])
     assert a.count(odd[0]) == 0 and a.count(odd[1]) == 2
+
+
+def test_an_inbox_removed_and_created_again_is_watched_again(daemon_factory, tmp_path):
+    """Issue 10, defect 5: after the inbox was replaced by a new folder the daemon stayed up, fed the watchdog
+    and never saw a new file."""
+    inbox = tmp_path / "in"
+    d = daemon_factory("--out", tmp_path / "out", "--done", tmp_path / "done", "--failed", tmp_path / "failed",
+                       "--rescan", "0", inbox=inbox).start()
+    os.rename(inbox, tmp_path / "old-in")
+    inbox.mkdir()
+    wait_until(lambda: "was replaced by a new folder" in d.run_log(), "the new inbox noticed", d)
+    (inbox / "new.png").write_bytes(png_bytes(7))
+    ledger = tmp_path / "out" / "results.jsonl"
+    wait_until(lambda: ledger.exists() and ledger.read_bytes().count(b"\n") == 1, "a record", d)
+    assert d.proc.poll() is None and d.signal(signal.SIGTERM) == 0
+
+
+def test_a_periodic_scan_finds_files_whose_events_were_lost(tmp_path, device_model):
+    """Issue 10, defect 5: a file the watcher never announced (an inotify overflow) waited for a restart."""
+    from edgeemo.config import WatchSettings
+    from edgeemo.watch import FolderDaemon
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    d = FolderDaemon(WatchSettings(inbox=inbox, out=tmp_path / "out", done=tmp_path / "done",
+                                   failed=tmp_path / "failed", model=device_model, detector="none", rescan=5.0))
+    try:
+        st = os.stat(inbox)
+        d._inbox_id, d._last_scan = (st.st_dev, st.st_ino), 100.0
+        (inbox / "unannounced.png").write_bytes(png_bytes(8))
+        d.tick(101.0)                   # before the interval: nothing
+        assert "unannounced.png" not in d.intake
+        d.tick(106.0)
+        assert "unannounced.png" in d.intake
+    finally:
+        d.shutdown()

@@ -103,6 +103,9 @@ class Service:
         self.stop_event.set()
         self.wake()
 
+    def _on_hangup(self, _signum, _frame) -> None:
+        log.info("SIGHUP ignored: settings are read at start; restart the service to apply new ones")
+
     def wake(self) -> None:
         """Unblock the workers after stop_event was set."""
 
@@ -141,6 +144,9 @@ class Service:
 
     def run(self) -> int:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        # SIGHUP (a closed terminal, `systemctl reload`) does not stop the daemon: settings are read at start
+        # only, so it is logged and ignored; restart the service to apply new settings.
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         try:
             self.start()
             self.notifier.ready(self.status_text())

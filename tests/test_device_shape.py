@@ -346,3 +346,13 @@ def test_a_periodic_scan_finds_files_whose_events_were_lost(tmp_path, device_mod
         assert "unannounced.png" in d.intake
     finally:
         d.shutdown()
+
+
+def test_sighup_does_not_stop_the_daemon(daemon_factory):
+    """Issue 10, defect 11: SIGHUP killed the daemon; it is logged and ignored (settings are read at start)."""
+    d = daemon_factory("--log-level", "info").start()
+    d.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: "SIGHUP ignored" in d.run_log(), "the SIGHUP logged", d)
+    (d.inbox / "a.png").write_bytes(png_bytes(9))
+    wait_until(lambda: d.n_records() == 1, "a record after the SIGHUP", d)
+    assert d.proc.poll() is None and d.signal(signal.SIGTERM) == 0

@@ -9,8 +9,15 @@ class EdgeemoError(Exception):
     exit_code = 1
 
 
+class StartError(EdgeemoError):
+    """A problem at start that can clear by itself (a folder not writable or not mounted yet, a full disk):
+    exit status 1, so that systemd tries again after RestartSec instead of giving up."""
+
+    exit_code = 1
+
+
 class SetupError(EdgeemoError):
-    """A problem found when a command or daemon starts (a bad setting, a missing folder, an unusable model):
-    exit status 2, which systemd does not restart (the unit's RestartPreventExitStatus=2)."""
+    """A configuration error found when a command or daemon starts (a bad setting, a missing inbox, an
+    unusable model): exit status 2, which systemd does not restart (the unit's RestartPreventExitStatus=2)."""
 
     exit_code = 2

@@ -16,7 +16,7 @@ import os
 import threading
 from pathlib import Path
 
-from .errors import SetupError
+from .errors import SetupError, StartError
 
 log = logging.getLogger("edgeemo")
 
@@ -97,13 +97,14 @@ def prepare_folder(path: Path, what: str, create: bool = True) -> Path:
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SetupError(f"{path}: cannot create the {what} folder ({exc.strerror or exc})") from None
+            raise StartError(f"{path}: cannot create the {what} folder ({exc.strerror or exc}); retrying at the next "
+                             f"start") from None
     if not path.is_dir():
         hint = "create it (mkdir -p) or fix the path" if not path.exists() else "it is a file, not a folder"
         raise SetupError(f"{path}: the {what} folder does not exist; {hint}" if not path.exists()
                          else f"{path}: {hint}")
     if not os.access(path, os.W_OK | os.X_OK):
-        raise SetupError(f"{path}: the {what} folder is not writable by this user (uid {os.getuid()}); fix its "
+        raise StartError(f"{path}: the {what} folder is not writable by this user (uid {os.getuid()}); fix its "
                          f"owner or mode, or, under systemd, its ReadWritePaths=")
     return path
 

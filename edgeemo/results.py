@@ -34,7 +34,12 @@ TAIL_BYTES = 4 << 20            # the last records searched for replays: far mor
 
 
 class ResultsError(EdgeemoError):
-    """A result file cannot be opened or has the wrong columns: the message names it and what to do."""
+    """A result file cannot be opened or has the wrong columns: the message names it and what to do.
+    ``config``: the files belong to another model or setting (not a condition that clears by itself)."""
+
+    def __init__(self, message: str, config: bool = False):
+        super().__init__(message)
+        self.config = config
 
 
 # --- encoders --------------------------------------------------------------------------------------------------
@@ -174,7 +179,8 @@ class _CsvFile(_AppendFile):
             if first != columns:
                 self.close()
                 raise ResultsError(f"{self.path}: existing CSV has other columns ({len(first)}: {first[:4]}...) "
-                                   f"than this model writes; use another --out folder or move the file away")
+                                   f"than this model writes; use another --out folder or move the file away",
+                                   config=True)
 
     def write(self, rec: dict) -> None:
         self.append(csv_bytes(rec, self.labels))
@@ -360,10 +366,11 @@ class ResultFiles:
 
 
 def open_ledger(out_dir, formats, labels) -> ResultFiles:
-    """The daemons' result files (`watch`, the camera): fsynced, repaired at start; a problem opening them is
-    a SetupError (exit status 2: the service is not restarted into the same failure)."""
-    from .errors import SetupError
+    """The daemons' result files (`watch`, the camera): fsynced, repaired at start. Files of another model
+    are a SetupError (exit status 2: not restarted into the same failure); a folder or disk that cannot be
+    written is a StartError (exit status 1: systemd tries again)."""
+    from .errors import SetupError, StartError
     try:
         return ResultFiles(out_dir, formats, labels, fsync=True, repair=True)
     except ResultsError as exc:
-        raise SetupError(str(exc)) from None
+        raise (SetupError if exc.config else StartError)(str(exc)) from None

@@ -356,3 +356,15 @@ def test_sighup_does_not_stop_the_daemon(daemon_factory):
     (d.inbox / "a.png").write_bytes(png_bytes(9))
     wait_until(lambda: d.n_records() == 1, "a record after the SIGHUP", d)
     assert d.proc.poll() is None and d.signal(signal.SIGTERM) == 0
+
+
+def test_conditions_that_clear_by_themselves_exit_1_not_2(tmp_path):
+    """Issue 10, defect 7: exit status 2 (which the unit never restarts) was also given for a results folder
+    that cannot be created or written at start; 2 is kept for configuration errors."""
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    blocked = CliRunner().invoke(app, ["watch", str(inbox), "--out", "/proc/edgeemo-cannot-be-here",
+                                       "--detector", "none"])
+    assert blocked.exit_code == 1 and "cannot create the results folder" in blocked.output
+    typo = CliRunner().invoke(app, ["watch", str(tmp_path / "no-such-inbox")])
+    assert typo.exit_code == 2 and "does not exist" in typo.output

@@ -48,6 +48,14 @@ class Image:
         return int(self.pixels.shape[0])
 
 
+TRUNCATED = "truncated"
+
+
+def looks_incomplete(rec: dict) -> bool:
+    """A record of a file whose end was missing: it may still be being written (or appended to)."""
+    return rec.get("status") == "unreadable" and f": {TRUNCATED} " in (rec.get("error") or "")
+
+
 def sniff(data: bytes) -> str | None:
     """The image format from the file's first bytes, or None."""
     if data[:3] == b"\xff\xd8\xff":
@@ -173,7 +181,7 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> 
         raise ImageError(f"{name}: image is {size[0]}x{size[1]} = {size[0] * size[1] / 1e6:.0f} megapixels, "
                          f"over the {max_pixels / 1e6:.0f}-megapixel limit; downscale it first", "error")
     if _truncated(data, fmt):
-        raise ImageError(f"{name}: truncated {fmt.upper()} file (the end-of-image marker is missing)")
+        raise ImageError(f"{name}: {TRUNCATED} {fmt.upper()} file (the end-of-image marker is missing)")
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         # ANYCOLOR|ANYDEPTH keeps gray and 16-bit and applies EXIF orientation (UNCHANGED would not).

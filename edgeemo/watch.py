@@ -34,6 +34,7 @@ from watchdog.events import FileSystemEventHandler
 
 from .config import WatchSettings
 from .errors import SetupError
+from . import imageio
 from .intake import Intake
 from .ledger import (ERROR_SUFFIX, FAILED_STATUSES, OWNER_FILE, Attempts, FolderLock, Mover, file_sha256,
                      prepare_folder, write_owner)
@@ -286,12 +287,24 @@ class FolderDaemon(Service):
         finished = False
         try:
             rec = self._classify(clf, src)
+            if rec is not None and imageio.looks_incomplete(rec) and self._recently_changed(src):
+                # A producer may close a file and append the rest later: look again once it has been left
+                # alone for --settle seconds; only then is it judged truncated.
+                log.debug("%s is incomplete and was changed just now; looking again later", src)
+                self.intake.add(name, ready=False)
+                return
             finished = rec is None or self.commit(rec, src, worker)
         finally:
             # a marker survives only a crash; after a clean stop the file is simply tried again
             self.attempts.end(name)
         if not finished:
             log.info("%s: left in the inbox for the next start", src)
+
+    def _recently_changed(self, src: Path) -> bool:
+        try:
+            return time.time() - os.lstat(src).st_mtime < max(self.s.settle, 1.0)
+        except OSError:
+            return False
 
     def _wait(self, worker: int | None, seconds: float) -> bool:
         """Sleep without counting as stuck; True if a stop was requested meanwhile."""

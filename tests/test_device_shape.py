@@ -368,3 +368,32 @@ def test_conditions_that_clear_by_themselves_exit_1_not_2(tmp_path):
     assert blocked.exit_code == 1 and "cannot create the results folder" in blocked.output
     typo = CliRunner().invoke(app, ["watch", str(tmp_path / "no-such-inbox")])
     assert typo.exit_code == 2 and "does not exist" in typo.output
+
+
+def test_a_photo_closed_half_written_and_appended_later_gets_one_record(daemon_factory, data_dir):
+    """Issue 10, defect 10: half a JPEG closed, the rest appended 1.5 s later, gave a 'truncated' record in
+    failed/ and a second file and record for the rest."""
+    d = daemon_factory("--settle", "3").start()
+    data = (data_dir / "scenes" / "2008_001322.jpg").read_bytes()
+    target = d.inbox / "slow.jpg"
+    with open(target, "wb") as fh:
+        fh.write(data[: len(data) // 2])
+    time.sleep(1.5)
+    with open(target, "ab") as fh:
+        fh.write(data[len(data) // 2:])
+    wait_until(lambda: d.n_records() >= 1 and not target.exists(), "the photo processed", d)
+    time.sleep(1.0)
+    recs = d.records()
+    assert len(recs) == 1 and recs[0]["status"] in ("ok", "no_face"), recs
+    assert [p.name for p in (d.inbox / "done").iterdir()] == ["slow.jpg"]
+    assert d.signal(signal.SIGTERM) == 0
+
+
+def test_a_photo_that_stays_incomplete_is_recorded_truncated(daemon_factory, data_dir):
+    d = daemon_factory("--settle", "1").start()
+    data = (data_dir / "scenes" / "2008_001322.jpg").read_bytes()
+    (d.inbox / "cut.jpg").write_bytes(data[: len(data) // 2])
+    wait_until(lambda: d.n_records() == 1, "a record", d, timeout=30)
+    rec = d.records()[0]
+    assert rec["status"] == "unreadable" and "truncated JPEG" in rec["error"]
+    assert d.signal(signal.SIGTERM) == 0

@@ -208,10 +208,18 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> 
 def read_bytes(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
     """The bytes of a regular file. A FIFO, socket or device is refused, not read (it could block forever or
     never end), and so is a file over ``max_bytes`` (MAX_FILE_BYTES)."""
+    return read_bytes_and_identity(path, max_bytes)[0]
+
+
+def read_bytes_and_identity(path: str | os.PathLike, max_bytes: int | None = None, follow: bool = True):
+    """(bytes, identity) of a regular file, both from one open descriptor: identity is (device, inode, size,
+    mtime in ns) of what was read, so a caller can tell later whether the name still points at these bytes.
+    ``follow=False``: a symbolic link is refused rather than followed."""
     p = Path(path)
     limit = MAX_FILE_BYTES if max_bytes is None else max_bytes
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        fd = os.open(p, flags)
     except FileNotFoundError:
         raise ImageError(f"{p}: no such file") from None
     except PermissionError:
@@ -230,17 +238,25 @@ def read_bytes(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
             data = fh.read(limit + 1)
         except OSError as exc:
             raise ImageError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        st = os.fstat(fd)           # after the read: a write that came meanwhile shows in size or mtime
     if len(data) > limit:
         raise ImageError(f"{p}: file is over {limit >> 20} MiB, more than any image within the "
                          f"{MAX_PIXELS / 1e6:.0f}-megapixel limit needs; not read", "error")
-    return data
+    return data, identity(st)
+
+
+def identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
-    data = read_bytes(path)
+    return from_bytes(read_bytes(path), str(path), max_pixels)
+
+
+def from_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image:
     digest = hashlib.sha256(data).hexdigest()
     try:
-        pixels, fmt = decode(data, str(path), max_pixels)
+        pixels, fmt = decode(data, name, max_pixels)
     except ImageError as exc:
         exc.sha256 = digest
         raise

@@ -111,6 +111,10 @@ def prepare_folder(path: Path, what: str, create: bool = True) -> Path:
 
 # --- moving files on -------------------------------------------------------------------------------------------
 
+class FileChanged(OSError):
+    """The inbox name now points at another file than the one whose record was written."""
+
+
 class Mover:
     """Moves a finished file into done/ or failed/ under a free name; failed files get <name>.error.json.
 
@@ -147,6 +151,13 @@ class Mover:
         return isinstance(data, dict) and data.get("file") == rec.get("file") and data.get("sha256") == rec.get("sha256")
 
     @staticmethod
+    def _check(path: Path, expect: tuple[int, int] | None) -> None:
+        if expect is not None:
+            st = os.lstat(path)
+            if (st.st_dev, st.st_ino) != expect:
+                raise FileChanged(f"{path}: not the file that was read")
+
+    @staticmethod
     def _same(a: Path, b: Path) -> bool:
         try:
             sa, sb = os.lstat(a), os.lstat(b)
@@ -154,7 +165,9 @@ class Mover:
             return False
         return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
-    def finish(self, src: Path, rec: dict) -> Path:
+    def finish(self, src: Path, rec: dict, expect: tuple[int, int] | None = None) -> Path:
+        """Move ``src`` on; with ``expect`` (device, inode of the bytes the record describes) a name that now
+        points at another file raises FileChanged and moves nothing."""
         failed = rec.get("status") in FAILED_STATUSES
         folder = self.failed if failed else self.done
         with self._lock:
@@ -181,8 +194,16 @@ class Mover:
                 except OSError as exc:
                     if exc.errno not in self.NO_LINK:
                         raise
+                    self._check(src, expect)
                     os.replace(src, dst)            # the name was free just now, and only we write here
                     return dst
+                try:
+                    self._check(dst, expect)        # the inode linked is the one that was read
+                except FileChanged:
+                    os.unlink(dst)
+                    if failed:
+                        error_file.unlink(missing_ok=True)
+                    raise
                 os.unlink(src)
                 return dst
         raise OSError(errno.EEXIST, f"no free name for {src.name} in {folder}")

@@ -98,12 +98,18 @@ class Classifier:
                            image.width if image else None, image.height if image else None, faces,
                            self._model_ref, **extra)
 
-    def analyze(self, source, **extra) -> Analysis:
-        """Classify one image (path or array); returns the record and the decoded image (None on failure)."""
+    def analyze(self, source, *, data: bytes | None = None, **extra) -> Analysis:
+        """Classify one image (path or array); returns the record and the decoded image (None on failure).
+        ``data``: the file's bytes, already read by the caller (the record names ``source``)."""
         name = None if isinstance(source, np.ndarray) else str(source)
         image = None
         try:
-            image = imageio.from_array(source) if name is None else imageio.read_image(source, self.max_pixels)
+            if name is None:
+                image = imageio.from_array(source)
+            elif data is not None:
+                image = imageio.from_bytes(data, name, self.max_pixels)
+            else:
+                image = imageio.read_image(source, self.max_pixels)
             boxes = self.detector.detect(image.pixels)
             if not boxes:
                 return Analysis(self.record(name, "no_face", image=image, **extra), image)

@@ -36,8 +36,8 @@ from .config import WatchSettings
 from .errors import SetupError
 from . import imageio
 from .intake import Intake
-from .ledger import (ERROR_SUFFIX, FAILED_STATUSES, OWNER_FILE, Attempts, FolderLock, Mover, file_sha256,
-                     prepare_folder, write_owner)
+from .ledger import (ERROR_SUFFIX, FAILED_STATUSES, OWNER_FILE, Attempts, FileChanged, FolderLock, Mover,
+                     file_sha256, prepare_folder, write_owner)
 from .record import summary
 from .results import open_ledger
 from .service import Backoff, Service, make_classifiers
@@ -262,43 +262,58 @@ class FolderDaemon(Service):
             if again and os.path.lexists(self.inbox / name):
                 self.intake.add(name, ready=False)
 
-    def _classify(self, clf, src: Path) -> dict | None:
+    def _classify(self, clf, src: Path):
+        """(record, identity of the bytes it describes), or (None, None) when the file vanished. The bytes are
+        read through one descriptor, so the record describes exactly what its identity names."""
         try:
             st = os.lstat(src)
         except FileNotFoundError:
             log.debug("%s vanished before it was processed", src)
-            return None
+            return None, None
         except OSError as exc:
-            return clf.record(str(src), "unreadable", error=f"{src}: cannot read ({exc.strerror or exc})")
+            return clf.record(str(src), "unreadable", error=f"{src}: cannot read ({exc.strerror or exc})"), None
         if stat.S_ISLNK(st.st_mode):
             # Never followed: a producer could point it anywhere the service may read.
             return clf.record(str(src), "unreadable", error=f"{src}: a symbolic link; links in the inbox are not "
-                              f"followed: put the file itself there (copy, move or hard-link it)")
-        if not stat.S_ISREG(st.st_mode):
-            kind = ("FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode)
-                    else "device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special file")
-            return clf.record(str(src), "unreadable",
-                              error=f"{src}: not a regular file (a {kind}); only image files belong in the inbox")
-        return clf.classify_image(src)
+                              f"followed: put the file itself there (copy, move or hard-link it)"), None
+        try:
+            data, ident = imageio.read_bytes_and_identity(src, follow=False)
+        except imageio.ImageError as exc:
+            if not os.path.lexists(src):
+                return None, None
+            return clf.record(str(src), exc.status, error=str(exc)), None
+        return clf.analyze(src, data=data).record, ident
 
     def handle(self, clf, name: str, worker: int | None = None) -> None:
         src = self.inbox / name
         self.attempts.begin(name)
         finished = False
         try:
-            rec = self._classify(clf, src)
+            rec, ident = self._classify(clf, src)
             if rec is not None and imageio.looks_incomplete(rec) and self._recently_changed(src):
                 # A producer may close a file and append the rest later: look again once it has been left
                 # alone for --settle seconds; only then is it judged truncated.
                 log.debug("%s is incomplete and was changed just now; looking again later", src)
                 self.intake.add(name, ready=False)
                 return
-            finished = rec is None or self.commit(rec, src, worker)
+            if ident is not None and self._identity(src) != ident:
+                # replaced or rewritten while it was classified: the record would describe other bytes
+                log.info("%s changed while it was classified; classifying its new content", src)
+                self.intake.add(name, ready=False)
+                return
+            finished = rec is None or self.commit(rec, src, worker, ident)
         finally:
             # a marker survives only a crash; after a clean stop the file is simply tried again
             self.attempts.end(name)
         if not finished:
             log.info("%s: left in the inbox for the next start", src)
+
+    @staticmethod
+    def _identity(src: Path):
+        try:
+            return imageio.identity(os.lstat(src))
+        except OSError:
+            return None
 
     def _recently_changed(self, src: Path) -> bool:
         try:
@@ -315,7 +330,7 @@ class FolderDaemon(Service):
             self.health.busy(worker)
         return stopped
 
-    def commit(self, rec: dict, src: Path, worker: int | None) -> bool:
+    def commit(self, rec: dict, src: Path, worker: int | None, ident=None) -> bool:
         """Append the record, then move the file on; retried with back-off (disk full, permissions) without
         classifying again. False if a stop came first (the state on disk is then one that a restart resumes)."""
         backoff = Backoff()
@@ -334,10 +349,15 @@ class FolderDaemon(Service):
         backoff = Backoff()
         while True:
             try:
-                dst = self.mover.finish(src, rec)
+                dst = self.mover.finish(src, rec, expect=ident[:2] if ident else None)
                 break
             except FileNotFoundError:
                 log.warning("%s: vanished from the inbox after it was classified; its result is recorded", src)
+                return True
+            except FileChanged:
+                log.warning("%s: replaced between its record and its move; the new content is classified as a "
+                            "new file", src)
+                self.intake.add(src.name, ready=False)
                 return True
             except OSError as exc:
                 delay = backoff.next()

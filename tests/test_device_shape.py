@@ -397,3 +397,30 @@ def test_a_photo_that_stays_incomplete_is_recorded_truncated(daemon_factory, dat
     rec = d.records()[0]
     assert rec["status"] == "unreadable" and "truncated JPEG" in rec["error"]
     assert d.signal(signal.SIGTERM) == 0
+
+
+def test_the_record_describes_the_bytes_that_are_archived(daemon_factory, tmp_path):
+    """Issue 10, defect 1: a 49-megapixel photo renamed into the inbox and replaced under the same name 0.3 s
+    later by a small photo gave one record with the big file's sha256, while done/ held the small file."""
+    import cv2
+    import hashlib
+    import numpy as np
+    rng = np.random.default_rng(0)
+    big = cv2.resize(rng.integers(0, 255, (600, 800, 3), dtype=np.uint8), (8000, 6100), interpolation=cv2.INTER_LINEAR)
+    ok, enc = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    (tmp_path / "big.jpg").write_bytes(enc.tobytes())
+    (tmp_path / "small.png").write_bytes(png_bytes(10))
+    d = daemon_factory().start()
+    os.rename(tmp_path / "big.jpg", d.inbox / "x.jpg")
+    time.sleep(0.3)
+    os.rename(tmp_path / "small.png", d.inbox / "x.jpg")
+    small_sha = hashlib.sha256(png_bytes(10)).hexdigest()
+    wait_until(lambda: small_sha in {r["sha256"] for r in d.records()}, "a record of the small file", d)
+    wait_until(lambda: not (d.inbox / "x.jpg").exists(), "the inbox emptied", d)
+    assert d.signal(signal.SIGTERM) == 0
+    archived = {hashlib.sha256(p.read_bytes()).hexdigest() for p in (d.inbox / "done").iterdir()}
+    recorded = {r["sha256"] for r in d.records()}
+    assert archived <= recorded and small_sha in archived, (archived, recorded)
+    for r in d.records():           # a record whose bytes were archived names the archived file's size
+        if r["sha256"] == small_sha:
+            assert (r["width"], r["height"]) == (48, 48)

@@ -33,7 +33,7 @@ def main() -> None:
 
     m = Model(args.model)
     fs = pick_split(datasets.load(args.data, args.dataset), None)
-    x = prepare.to_inputs(fs, m.size, m.channels, None, m.margin, m.blur)
+    x = prepare.to_inputs(fs, m.size, m.channels, None, m.margin, m.blur, m.fraction)
     y = np.asarray(fs.labels)
     m.flip_average = False
     first = m.predict(x)

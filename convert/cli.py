@@ -143,6 +143,9 @@ def convert(
     float_model: bool = typer.Option(False, "--float", help="Write a float32 TFLite instead (for comparison)."),
     flip_average: bool = typer.Option(False, "--flip-average", help="Have the device average each face with its "
                                       "mirror image (stored in the metadata)."),
+    face_fraction: float = typer.Option(1.0, "--face-fraction", help="The central fraction of the face frame the "
+                                        "model sees (stored in the metadata); e.g. 0.875 for a model trained on "
+                                        "random 36-48 px crops of 48 px faces."),
     seed: int = typer.Option(0, "--seed"),
     detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
     detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
@@ -152,7 +155,7 @@ def convert(
     try:
         rep = quant.convert(model, calib, dataset, out, name, version, margin, calib_size, check_size, force, seed, float_model,
                             echo=lambda s: typer.echo(s, err=True), detector=detector, detector_model=detector_model,
-                            flip_average=flip_average)
+                            flip_average=flip_average, face_fraction=face_fraction)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(rep, indent=1))

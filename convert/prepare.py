@@ -25,7 +25,7 @@ def dataset_detector(dataset: str, detector: str = "auto", detector_model=None):
 
 
 def to_inputs(fs: FaceSet, size: int, channels: int = 1, detector=None, margin: float = 0.0,
-              blur: dict | None = None) -> np.ndarray:
+              blur: dict | None = None, fraction: float = 1.0) -> np.ndarray:
     """uint8 array (N, size, size, channels) of faces.
 
     ``blur`` is the model's input blur (see edgeemo.crop.crop_face), applied as on the device.
@@ -35,7 +35,7 @@ def to_inputs(fs: FaceSet, size: int, channels: int = 1, detector=None, margin: 
     ``fs.notes['no_face_used_whole']``.
     """
     out = np.empty((len(fs), size, size, channels), dtype=np.uint8)
-    geometry = crop.FaceGeometry(size, channels, margin, blur)
+    geometry = crop.FaceGeometry(size, channels, margin, blur, fraction)
     missed = 0
     for i, img in enumerate(fs.images):
         boxes = None

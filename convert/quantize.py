@@ -72,7 +72,7 @@ def run_metadata(model_path: Path) -> dict:
 
 def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", margin=0.15, calib_size=400,
             check_size=2000, force=False, seed=0, float_model=False, echo=print, detector="auto",
-            detector_model=None, flip_average=False) -> dict:
+            detector_model=None, flip_average=False, face_fraction: float = 1.0) -> dict:
     model = Path(model)
     if not model.is_file():
         raise FileNotFoundError(f"{model}: model file not found; pass the model.keras of a training run")
@@ -87,7 +87,8 @@ def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", m
     size, ch = int(km.input_shape[1]), int(km.input_shape[3])
     fs = datasets.load(calib, dataset)
     det = prepare.dataset_detector(dataset, detector, detector_model)
-    x = prepare.to_inputs(fs, size, ch, det, margin if det is not None else 0.0)
+    # the faces as the device will make them: calibration and the float-vs-int8 check see what ships
+    x = prepare.to_inputs(fs, size, ch, det, margin if det is not None else 0.0, None, face_fraction)
     tr, va = prepare.holdout_split(fs, 0.15, seed)
     if len(tr) == 0 or len(va) == 0:
         raise ValueError(f"{calib}: {len(fs)} usable images are too few to split into a representative set "
@@ -105,11 +106,13 @@ def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", m
     if blur:
         # The training run validated on blurred faces (see TrainConfig.blur_sigma): so does this check,
         # and the device will blur faces the same way (metadata "blur").
-        x[va] = prepare.to_inputs(fs.subset(va), size, ch, det, margin if det is not None else 0.0, blur)
+        x[va] = prepare.to_inputs(fs.subset(va), size, ch, det, margin if det is not None else 0.0, blur,
+                                  face_fraction)
     meta = {
         "name": name or model.parent.name or model.stem, "version": str(version), "labels": list(LABELS),
         "input": {"size": size, "channels": ch, "color": "gray" if ch == 1 else "rgb"},
         "normalization": {"mean": 0.0, "std": 255.0}, "crop_margin": margin, "blur": blur,
+        "face_fraction": float(face_fraction),
         "dataset": {**run.get("dataset", {}), "calibration": {"path": str(calib), "dataset": dataset,
                                                               "faces": int(len(calib_faces))}},
         "training": run.get("training", {}), "created": _dt.date.today().isoformat(),

@@ -175,7 +175,8 @@ def info(
     typer.echo(f"tensors     {data['input_dtype']} in, {data['output_dtype']} out; runtime {data['runtime']}")
     typer.echo(f"input       {data['input']['size']}x{data['input']['size']} {data['input'].get('color', '')}, "
                f"(pixel - {data['normalization']['mean']}) / {data['normalization']['std']}, "
-               f"crop margin {data.get('crop_margin')}")
+               f"crop margin {data.get('crop_margin')}" + (f", the central {data['face_fraction']:g} of the face"
+                                                           if data.get("face_fraction", 1.0) != 1.0 else ""))
     if data.get("blur"):
         typer.echo(f"blur        Gaussian sigma {data['blur']['sigma']} on a {data['blur']['at']}x{data['blur']['at']} "
                    f"copy of each face (the model was trained on blurred pictures)")

@@ -18,11 +18,13 @@ from .imageio import to_bgr, to_gray
 @dataclass(frozen=True)
 class FaceGeometry:
     """What a model expects of a face: its input side and channels, the margin added around a detector box,
-    and an optional input blur. ``edgeemo.runtime.Model.geometry`` reads it from the model's metadata."""
+    the central ``fraction`` of that frame (or of a pre-cropped picture) that it sees, and an optional input
+    blur. ``edgeemo.runtime.Model.geometry`` reads it from the model's metadata."""
     size: int
     channels: int = 1
     margin: float = 0.0
     blur: dict | None = None
+    fraction: float = 1.0
 
 
 def model_inputs(pixels: np.ndarray, boxes, geometry: FaceGeometry) -> np.ndarray:
@@ -33,9 +35,11 @@ def model_inputs(pixels: np.ndarray, boxes, geometry: FaceGeometry) -> np.ndarra
     so what is evaluated is what the device runs."""
     g = geometry
     if boxes is None:
-        crops = [whole_image(pixels, g.size, g.channels, g.blur)]
+        crops = [whole_image(pixels, g.size, g.channels, g.blur, g.fraction)]
     else:
-        crops = [crop_face(pixels, getattr(b, "xywh", b), g.size, g.margin, g.channels, g.blur) for b in boxes]
+        # a central fraction f of the frame enlarged by margin m: one square of side (1 + 2m) f
+        margin = ((1.0 + 2.0 * g.margin) * g.fraction - 1.0) / 2.0
+        crops = [crop_face(pixels, getattr(b, "xywh", b), g.size, margin, g.channels, g.blur) for b in boxes]
     if not crops:
         return np.zeros((0, g.size, g.size, g.channels), np.uint8)
     return np.stack(crops).reshape(len(crops), g.size, g.size, g.channels)
@@ -82,11 +86,13 @@ def crop_face(image: np.ndarray, box, size: int, margin: float = 0.0, channels: 
     return face
 
 
-def whole_image(image: np.ndarray, size: int, channels: int = 1, blur: dict | None = None) -> np.ndarray:
-    """A pre-cropped face (FER2013-style): the whole picture, squashed to the model input if not square."""
+def whole_image(image: np.ndarray, size: int, channels: int = 1, blur: dict | None = None,
+                fraction: float = 1.0) -> np.ndarray:
+    """A pre-cropped face (FER2013-style): the whole picture (squashed square if it is not), or its central
+    ``fraction``, resized to the model input."""
     h, w = image.shape[:2]
     return crop_face(cv2.resize(image, (max(h, w), max(h, w))) if h != w else image,
-                     (0, 0, max(h, w), max(h, w)), size, 0.0, channels, blur)
+                     (0, 0, max(h, w), max(h, w)), size, (fraction - 1.0) / 2.0, channels, blur)
 
 
 @lru_cache(maxsize=8)

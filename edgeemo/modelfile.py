@@ -28,6 +28,9 @@ DEFAULTS = {
     # model input = (pixel - mean) / std, pixels 0..255
     "normalization": {"mean": 0.0, "std": 255.0},
     "crop_margin": 0.15,
+    # The central fraction of the face frame (the detector box enlarged by crop_margin, or a pre-cropped
+    # picture) that the model sees: below 1 for a model trained on random crops of its faces.
+    "face_fraction": 1.0,
     # Gaussian blur applied to each face at "at" x "at" pixels before it is resized to the input size,
     # for models trained on blurred pictures; None = no blur.
     "blur": None,
@@ -130,6 +133,9 @@ def validate(meta: dict) -> None:
     norm = meta.get("normalization", {})
     if not float(norm.get("std", 0)):
         raise ModelFileError("metadata 'normalization.std' must be non-zero")
+    frac = meta.get("face_fraction", 1.0)
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.25 <= float(frac) <= 1.0:
+        raise ModelFileError("metadata 'face_fraction' must be a number from 0.25 to 1")
     blur = meta.get("blur")
     if blur is not None and (not isinstance(blur, dict) or float(blur.get("sigma", -1)) < 0
                              or int(blur.get("at", 0)) < 8):

@@ -119,7 +119,8 @@ class Model:
         self.margin = float(self.meta.get("crop_margin", 0.0))
         self.blur = self.meta.get("blur") or None
         self.flip_average = bool(self.meta.get("flip_average", False))
-        self.geometry = FaceGeometry(self.size, self.channels, self.margin, self.blur)
+        self.fraction = float(self.meta.get("face_fraction", 1.0))
+        self.geometry = FaceGeometry(self.size, self.channels, self.margin, self.blur, self.fraction)
         self.skip_mirror_at = skip_mirror_at
         self.invocations = 0                # interpreter runs so far (one per face, plus mirror passes)
         norm = self.meta["normalization"]

@@ -424,3 +424,23 @@ def test_the_record_describes_the_bytes_that_are_archived(daemon_factory, tmp_pa
     for r in d.records():           # a record whose bytes were archived names the archived file's size
         if r["sha256"] == small_sha:
             assert (r["width"], r["height"]) == (48, 48)
+
+
+def test_face_fraction_is_the_central_part_of_the_frame_on_both_paths():
+    import numpy as np
+    from edgeemo import crop
+    from edgeemo.modelfile import DEFAULTS, ModelFileError, validate
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (48, 48), dtype=np.uint8)
+    half = crop.FaceGeometry(24, 1, 0.0, None, 0.5)
+    whole = crop.model_inputs(img, None, half)[0, :, :, 0]
+    assert np.array_equal(whole, img[12:36, 12:36])                    # pre-cropped: the central half
+    photo = np.zeros((100, 100), np.uint8)
+    photo[20:68, 30:78] = img
+    boxed = crop.model_inputs(photo, [(30, 20, 48, 48)], half)[0, :, :, 0]
+    assert np.array_equal(boxed, whole)                                # a detector box: the same pixels
+    wide = crop.model_inputs(photo, [(42, 32, 24, 24)], crop.FaceGeometry(24, 1, 0.5, None, 0.5))[0, :, :, 0]
+    assert np.array_equal(wide, whole)                                 # margin first, then the fraction
+    assert np.array_equal(crop.model_inputs(img, None, crop.FaceGeometry(48))[0, :, :, 0], img)
+    with pytest.raises(ModelFileError, match="face_fraction"):
+        validate({**DEFAULTS, "face_fraction": 1.5})

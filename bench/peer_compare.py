@@ -77,7 +77,7 @@ def one_pass_ms(model, faces: np.ndarray) -> float:
 def score(name, y, probs, ms, size_bytes, extra=""):
     from edgeemo_convert.metrics import report
     rep = report(y, probs.argmax(axis=1))
-    print(f"  {name:<34} acc {rep['accuracy']:.4f}  macro-F1 {rep['macro_f1']:.4f}  "
+    print(f"  {name:<48} acc {rep['accuracy']:.4f}  macro-F1 {rep['macro_f1']:.4f}  "
           f"disgust recall {rep['per_class']['disgust']['recall']:.3f}  "
           f"{ms:.3f} ms/face  {size_bytes / 1024:.0f} KB{extra}")
     return rep

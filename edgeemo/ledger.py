@@ -51,7 +51,7 @@ class FolderLock:
         try:
             self.fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as exc:
-            raise SetupError(f"{folder}: cannot open the folder to lock it ({exc.strerror}); check that the "
+            raise StartError(f"{folder}: cannot open the folder to lock it ({exc.strerror}); check that the "
                              f"service user may read it") from None
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

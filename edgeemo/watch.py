@@ -33,7 +33,7 @@ from pathlib import Path
 from watchdog.events import FileSystemEventHandler
 
 from .config import WatchSettings
-from .errors import SetupError
+from .errors import SetupError, StartError
 from . import imageio
 from .intake import Intake
 from .ledger import (ERROR_SUFFIX, FAILED_STATUSES, OWNER_FILE, Attempts, FileChanged, FolderLock, Mover,
@@ -103,7 +103,7 @@ class FolderDaemon(Service):
             try:
                 dst = self.mover.finish(src, rec)
             except OSError as exc:
-                raise SetupError(f"{src}: recorded before the restart but cannot be moved on ({exc}); fix the "
+                raise StartError(f"{src}: recorded before the restart but cannot be moved on ({exc}); fix the "
                                  f"folder's permissions and start again") from None
             self.attempts.end(name)
             names.discard(name)

@@ -42,14 +42,29 @@ def test_shipped_model_accuracy_on_fixed_val_subset(shipped, data_dir):
     from edgeemo_convert.evaluation import evaluate
     rep = evaluate(shipped.path, data_dir / "fer2013", "fer2013", split="val", detector="none", limit=700)
     assert rep["n"] == 700 and rep["tensors"] == "int8"
-    # Measured: ACC700 on these 700 faces (VALACC on all 3,561 of val/); the guard sits 2 points below.
-    assert rep["accuracy"] >= GUARD, rep["accuracy"]
+    # Measured: 0.670 on these 700 faces (0.673 on all 3,561 of val/); the guard sits 2 points below.
+    assert rep["accuracy"] >= 0.65, rep["accuracy"]
 
 
 # (val/ file, label, probabilities) of the shipped model through edgeemo.Classifier(detector="none"),
 # recorded when the model was shipped. A change in how a pre-cropped picture becomes the model's input
 # (the whole picture, its central fraction, gray conversion, resizing) moves these probabilities.
-GOLDEN = GOLDEN_VALUES
+GOLDEN = [
+    ('angry/PublicTest_10116449.jpg', 'angry', {"angry": 0.3848, "disgust": 0.0117, "fear": 0.1641, "happy": 0.0098, "sad": 0.2207, "surprise": 0.0176, "neutral": 0.1895}),
+    ('angry/PublicTest_10813312.jpg', 'angry', {"angry": 0.6172, "disgust": 0.041, "fear": 0.0391, "happy": 0.0215, "sad": 0.1719, "surprise": 0.0176, "neutral": 0.0859}),
+    ('disgust/PublicTest_11387162.jpg', 'disgust', {"angry": 0.0078, "disgust": 0.9844, "fear": 0.0039, "happy": 0.0, "sad": 0.0039, "surprise": 0.0, "neutral": 0.0}),
+    ('disgust/PublicTest_1145545.jpg', 'angry', {"angry": 0.6328, "disgust": 0.3594, "fear": 0.0, "happy": 0.0, "sad": 0.0039, "surprise": 0.0, "neutral": 0.0}),
+    ('fear/PublicTest_10150476.jpg', 'fear', {"angry": 0.123, "disgust": 0.0137, "fear": 0.4043, "happy": 0.0098, "sad": 0.2422, "surprise": 0.0195, "neutral": 0.1895}),
+    ('fear/PublicTest_10434403.jpg', 'neutral', {"angry": 0.0312, "disgust": 0.0312, "fear": 0.043, "happy": 0.0273, "sad": 0.2148, "surprise": 0.0352, "neutral": 0.6172}),
+    ('happy/PublicTest_10130075.jpg', 'happy', {"angry": 0.0117, "disgust": 0.0117, "fear": 0.0156, "happy": 0.8984, "sad": 0.0078, "surprise": 0.0117, "neutral": 0.043}),
+    ('happy/PublicTest_10181609.jpg', 'happy', {"angry": 0.0039, "disgust": 0.0039, "fear": 0.0039, "happy": 0.9727, "sad": 0.0039, "surprise": 0.0039, "neutral": 0.0117}),
+    ('sad/PublicTest_10404299.jpg', 'neutral', {"angry": 0.0605, "disgust": 0.0156, "fear": 0.2402, "happy": 0.0176, "sad": 0.2246, "surprise": 0.0391, "neutral": 0.4043}),
+    ('sad/PublicTest_10760798.jpg', 'fear', {"angry": 0.1484, "disgust": 0.0371, "fear": 0.2715, "happy": 0.0527, "sad": 0.2305, "surprise": 0.1445, "neutral": 0.1191}),
+    ('surprise/PublicTest_10709121.jpg', 'surprise', {"angry": 0.0117, "disgust": 0.0117, "fear": 0.0156, "happy": 0.0117, "sad": 0.0078, "surprise": 0.9102, "neutral": 0.0312}),
+    ('surprise/PublicTest_10754294.jpg', 'sad', {"angry": 0.2695, "disgust": 0.0273, "fear": 0.0977, "happy": 0.0059, "sad": 0.5273, "surprise": 0.043, "neutral": 0.0273}),
+    ('neutral/PublicTest_10014592.jpg', 'fear', {"angry": 0.0273, "disgust": 0.0098, "fear": 0.3535, "happy": 0.0156, "sad": 0.3516, "surprise": 0.127, "neutral": 0.1152}),
+    ('neutral/PublicTest_10262886.jpg', 'neutral', {"angry": 0.0312, "disgust": 0.0078, "fear": 0.0234, "happy": 0.0234, "sad": 0.0391, "surprise": 0.0117, "neutral": 0.8672}),
+]
 
 
 @pytest.mark.parametrize("name, label, probs", GOLDEN, ids=[g[0] for g in GOLDEN])

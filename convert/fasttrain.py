@@ -75,7 +75,7 @@ def predict_mirror(model, x: np.ndarray, batch: int = 512, mirror: bool = True) 
 def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=print, keep_best=True):
     """Train ``cfg.arch`` (a crop-trained recipe) on uint8 faces at the source size; ``x_val`` is already at
     the model's input size. Returns (Keras model with the best EMA weights, history)."""
-    from .train import _tf, _write_history
+    from .train import _tf, _write_history, end_epoch, stop_reason
     tf, keras = _tf()
     keras.utils.set_random_seed(cfg.seed)
     run = Path(run_dir) if run_dir else None
@@ -156,7 +156,6 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
     best_weights = None
     if run and state["best_epoch"] and (run / "model.keras").exists():
         best_weights = keras.models.load_model(run / "model.keras").get_weights()
-    since_best = state["epoch"] - state["best_epoch"]
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.time()
         stop = threading.Event()
@@ -175,15 +174,9 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
                "lr": round(float(lr_at(step_var - 1)), 7), "seconds": round(time.time() - t0, 1),
                "train_seconds": round(t_train, 1)}
         history.append(row)
-        improved = val_acc > state["best_val_accuracy"]
+        improved = end_epoch(state, val_acc, epoch, t_start)
         if improved:
-            state["best_val_accuracy"], state["best_epoch"] = val_acc, epoch + 1
             best_weights = ema.get_weights()
-            since_best = 0
-        else:
-            since_best += 1
-        state["epoch"] = epoch + 1
-        state["elapsed_s"] = round(time.time() - t_start, 1)
         echo(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
              f"val_loss {val_loss:.4f}  val_acc(EMA, mirrored) {val_acc:.4f}{' *' if improved else '  '}  "
              f"lr {row['lr']:.2e}  {row['seconds']:.0f}s")
@@ -195,11 +188,9 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
             np.savez(run / "last_opt.npz", **{str(i): v.numpy() for i, v in enumerate(opt.variables)})
             (run / "state.json").write_text(json.dumps(state, indent=1))
             _write_history(history, run / "history.csv")
-        if cfg.patience and since_best >= cfg.patience:
-            echo(f"early stop: validation accuracy has not improved for {cfg.patience} epochs")
-            break
-        if cfg.time_budget_min and (time.time() - t_start) + row["seconds"] > cfg.time_budget_min * 60:
-            echo(f"stopping: the next epoch would exceed the time budget of {cfg.time_budget_min:g} min")
+        reason = stop_reason(cfg, state, t_start, row["seconds"])
+        if reason:
+            echo(reason)
             break
     if not keep_best or best_weights is None:
         best_weights = ema.get_weights()

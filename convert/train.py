@@ -163,7 +163,6 @@ def fit(x_tr, y_tr, x_val, y_val, cfg: TrainConfig, run_dir: str | Path | None =
                         shuffle_seed=cfg.seed + state["epoch"], augment=aug, smoothing=cfg.label_smoothing)
     val_ds = _dataset(tf, x_val, y_val, np.ones(len(y_val), np.float32), 256)
     history = state["history"]
-    since_best = state["epoch"] - state["best_epoch"]
     t_start = time.time() - state.get("elapsed_s", 0.0)
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.time()
@@ -173,15 +172,9 @@ def fit(x_tr, y_tr, x_val, y_val, cfg: TrainConfig, run_dir: str | Path | None =
         row = {"epoch": epoch + 1, **{k: round(float(v[-1]), 5) for k, v in h.history.items()},
                "lr": round(float(model.optimizer.learning_rate.numpy()), 7), "seconds": round(time.time() - t0, 1)}
         history.append(row)
-        improved = row["val_accuracy"] > state["best_val_accuracy"]
+        improved = end_epoch(state, row["val_accuracy"], epoch, t_start)
         if improved:
-            state["best_val_accuracy"], state["best_epoch"] = row["val_accuracy"], epoch + 1
             best_weights = model.get_weights()
-            since_best = 0
-        else:
-            since_best += 1
-        state["epoch"] = epoch + 1
-        state["elapsed_s"] = round(time.time() - t_start, 1)
         echo(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
              f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}{' *' if improved else '  '}  "
              f"lr {row['lr']:.2e}  {row['seconds']:.0f}s")
@@ -191,15 +184,32 @@ def fit(x_tr, y_tr, x_val, y_val, cfg: TrainConfig, run_dir: str | Path | None =
             model.save(run / "last.keras")
             (run / "state.json").write_text(json.dumps(state, indent=1))
             _write_history(history, run / "history.csv")
-        if cfg.patience and since_best >= cfg.patience:
-            echo(f"early stop: validation accuracy has not improved for {cfg.patience} epochs")
-            break
-        if cfg.time_budget_min and (time.time() - t_start) + row["seconds"] > cfg.time_budget_min * 60:
-            echo(f"stopping: the next epoch would exceed the time budget of {cfg.time_budget_min:g} min")
+        reason = stop_reason(cfg, state, t_start, row["seconds"])
+        if reason:
+            echo(reason)
             break
     if keep_best and best_weights is not None:
         model.set_weights(best_weights)
     return model, history
+
+
+def end_epoch(state: dict, val_acc: float, epoch: int, t_start: float) -> bool:
+    """Book the epoch just run in ``state`` (best score and epoch, epochs done, time); True if it is the best."""
+    improved = val_acc > state["best_val_accuracy"]
+    if improved:
+        state["best_val_accuracy"], state["best_epoch"] = val_acc, epoch + 1
+    state["epoch"] = epoch + 1
+    state["elapsed_s"] = round(time.time() - t_start, 1)
+    return improved
+
+
+def stop_reason(cfg: TrainConfig, state: dict, t_start: float, epoch_seconds: float) -> str | None:
+    """Why training stops after this epoch (early stopping, the time budget), or None."""
+    if cfg.patience and state["epoch"] - state["best_epoch"] >= cfg.patience:
+        return f"early stop: validation accuracy has not improved for {cfg.patience} epochs"
+    if cfg.time_budget_min and (time.time() - t_start) + epoch_seconds > cfg.time_budget_min * 60:
+        return f"stopping: the next epoch would exceed the time budget of {cfg.time_budget_min:g} min"
+    return None
 
 
 def _write_history(history: list[dict], path: Path) -> None:

@@ -123,3 +123,20 @@ def test_train_res40_small_resume_and_convert(tmp_path):
     m = Model(tfl)
     assert m.size == 40 and m.quantized
     assert m.predict(np.zeros((2, 40, 40), np.uint8)).shape == (2, 7)
+
+
+def test_epoch_bookkeeping_and_stop_reasons():
+    """Shared by both trainers: the best epoch, early stopping and the time budget."""
+    import time
+
+    from edgeemo_convert.train import TrainConfig, end_epoch, stop_reason
+    state = {"epoch": 0, "best_val_accuracy": -1.0, "best_epoch": 0}
+    t0 = time.time()
+    assert end_epoch(state, 0.5, 0, t0) and state["best_epoch"] == 1
+    assert not end_epoch(state, 0.4, 1, t0) and state["epoch"] == 2 and state["best_val_accuracy"] == 0.5
+    patient = TrainConfig(patience=2)
+    assert stop_reason(patient, state, t0, 1.0) is None
+    end_epoch(state, 0.45, 2, t0)
+    assert "has not improved for 2 epochs" in stop_reason(patient, state, t0, 1.0)
+    assert "time budget" in stop_reason(TrainConfig(patience=0, time_budget_min=0.01), state, t0 - 1.0, 1.0)
+    assert stop_reason(TrainConfig(patience=0), state, t0, 1.0) is None

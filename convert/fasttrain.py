@@ -61,21 +61,10 @@ def _batches(x, y, w, batch_size, seed, cfg, stop):
     t.join()
 
 
-def predict_mirror(model, x: np.ndarray, batch: int = 512, mirror: bool = True) -> np.ndarray:
-    out = []
-    for i in range(0, len(x), batch):
-        f = x[i:i + batch].astype(np.float32) / 255.0
-        p = np.asarray(model(f, training=False))
-        if mirror:
-            p = (p + np.asarray(model(f[:, :, ::-1], training=False))) / 2.0
-        out.append(p)
-    return np.concatenate(out) if out else np.zeros((0, len(LABELS)), np.float32)
-
-
 def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=print, keep_best=True):
     """Train ``cfg.arch`` (a crop-trained recipe) on uint8 faces at the source size; ``x_val`` is already at
     the model's input size. Returns (Keras model with the best EMA weights, history)."""
-    from .train import _tf, _write_history, end_epoch, stop_reason
+    from .train import _tf, end_epoch, epoch_line, predict, save_progress, stop_reason
     tf, keras = _tf()
     keras.utils.set_random_seed(cfg.seed)
     run = Path(run_dir) if run_dir else None
@@ -166,7 +155,7 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
             accs.append(float(acc))
         t_train = time.time() - t0
         ema.set_weights([v.numpy() for v in ema_vars])
-        probs = predict_mirror(ema, x_val)
+        probs = (predict(ema, x_val) + predict(ema, x_val[:, :, ::-1])) / 2.0     # mirror-averaged, as the device
         val_acc = float((probs.argmax(1) == y_val).mean())
         val_loss = float(-np.mean(np.sum(y_val_oh * np.log(np.clip(probs, 1e-7, 1.0)), axis=1)))
         row = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5), "accuracy": round(float(np.mean(accs)), 5),
@@ -177,17 +166,14 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
         improved = end_epoch(state, val_acc, epoch, t_start)
         if improved:
             best_weights = ema.get_weights()
-        echo(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
-             f"val_loss {val_loss:.4f}  val_acc(EMA, mirrored) {val_acc:.4f}{' *' if improved else '  '}  "
-             f"lr {row['lr']:.2e}  {row['seconds']:.0f}s")
+        echo(epoch_line(cfg, row, improved, "val_acc(EMA, mirrored)"))
         if run:
             if improved:
                 ema.save(run / "model.keras")
             model.save_weights(run / "last.weights.h5")
             ema.save_weights(run / "last_ema.weights.h5")
             np.savez(run / "last_opt.npz", **{str(i): v.numpy() for i, v in enumerate(opt.variables)})
-            (run / "state.json").write_text(json.dumps(state, indent=1))
-            _write_history(history, run / "history.csv")
+            save_progress(run, state, history)
         reason = stop_reason(cfg, state, t_start, row["seconds"])
         if reason:
             echo(reason)

@@ -175,15 +175,12 @@ def fit(x_tr, y_tr, x_val, y_val, cfg: TrainConfig, run_dir: str | Path | None =
         improved = end_epoch(state, row["val_accuracy"], epoch, t_start)
         if improved:
             best_weights = model.get_weights()
-        echo(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
-             f"val_loss {row['val_loss']:.4f}  val_acc {row['val_accuracy']:.4f}{' *' if improved else '  '}  "
-             f"lr {row['lr']:.2e}  {row['seconds']:.0f}s")
+        echo(epoch_line(cfg, row, improved))
         if run:
             if improved:
                 model.save(run / "model.keras")
             model.save(run / "last.keras")
-            (run / "state.json").write_text(json.dumps(state, indent=1))
-            _write_history(history, run / "history.csv")
+            save_progress(run, state, history)
         reason = stop_reason(cfg, state, t_start, row["seconds"])
         if reason:
             echo(reason)
@@ -201,6 +198,19 @@ def end_epoch(state: dict, val_acc: float, epoch: int, t_start: float) -> bool:
     state["epoch"] = epoch + 1
     state["elapsed_s"] = round(time.time() - t_start, 1)
     return improved
+
+
+def epoch_line(cfg: TrainConfig, row: dict, improved: bool, val_name: str = "val_acc") -> str:
+    """The one line printed per epoch; ``*`` marks a new best."""
+    return (f"epoch {row['epoch']:3d}/{cfg.epochs}  loss {row['loss']:.4f}  acc {row['accuracy']:.4f}  "
+            f"val_loss {row['val_loss']:.4f}  {val_name} {row['val_accuracy']:.4f}{' *' if improved else '  '}  "
+            f"lr {row['lr']:.2e}  {row['seconds']:.0f}s")
+
+
+def save_progress(run: Path, state: dict, history: list[dict]) -> None:
+    """state.json (for --resume) and history.csv, after each epoch."""
+    (run / "state.json").write_text(json.dumps(state, indent=1))
+    _write_history(history, run / "history.csv")
 
 
 def stop_reason(cfg: TrainConfig, state: dict, t_start: float, epoch_seconds: float) -> str | None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import WatchSettings
 from .errors import SetupError
-from .ledger import OWNER_FILE, FolderLock, prepare_folder, write_owner
+from .ledger import prepare_folder
 from .record import summary
 from .results import open_ledger
 from .service import Backoff, Service, make_classifiers
@@ -186,10 +186,8 @@ class CameraDaemon(Service):
         self.s = s
         self.source = open_source(s.camera)      # picamera2 missing: SetupError now, not later
         self.out = prepare_folder(s.out, "results")
-        owner = self.out / OWNER_FILE
-        self.locks = [FolderLock(self.out, owner)]
+        self._lock([self.out], self.out)
         try:
-            write_owner(owner)
             self.clf = make_classifiers(s, 1)[0]
             self.results = open_ledger(self.out, s.format, self.clf.labels)
             self.frames = None

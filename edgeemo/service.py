@@ -10,6 +10,7 @@ from collections import Counter
 
 from .config import WatchSettings
 from .errors import SetupError
+from .ledger import OWNER_FILE, FolderLock, write_owner
 from .notify import Notifier
 
 log = logging.getLogger("edgeemo")
@@ -108,6 +109,17 @@ class Service:
 
     def wake(self) -> None:
         """Unblock the workers after stop_event was set."""
+
+    def _lock(self, folders, out) -> None:
+        """One daemon per folder: lock each (ledger.FolderLock) and note this PID in ``out``; all or none."""
+        owner = out / OWNER_FILE
+        try:
+            for p in dict.fromkeys(folders):
+                self.locks.append(FolderLock(p, owner))
+            write_owner(owner)
+        except BaseException:
+            self._release_locks()
+            raise
 
     def _release_locks(self) -> None:
         for lk in self.locks:

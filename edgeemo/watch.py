@@ -36,8 +36,7 @@ from .config import WatchSettings
 from .errors import SetupError, StartError
 from . import imageio
 from .intake import Intake
-from .ledger import (ERROR_SUFFIX, FAILED_STATUSES, OWNER_FILE, Attempts, FileChanged, FolderLock, Mover,
-                     file_sha256, prepare_folder, write_owner)
+from .ledger import ERROR_SUFFIX, FAILED_STATUSES, Attempts, FileChanged, Mover, file_sha256, prepare_folder
 from .record import summary
 from .results import open_ledger
 from .service import Backoff, Service, make_classifiers
@@ -70,11 +69,8 @@ class FolderDaemon(Service):
                 raise SetupError(f"{p} (the {what} folder) is on another filesystem than the inbox {self.inbox}; "
                                  f"files are moved by a link or a rename, which cannot cross filesystems, so put "
                                  f"both on the same one")
-        owner = self.out / OWNER_FILE
+        self._lock([self.inbox, self.done, self.failed, self.out], self.out)
         try:
-            for p in dict.fromkeys([self.inbox, self.done, self.failed, self.out]):
-                self.locks.append(FolderLock(p, owner))
-            write_owner(owner)
             self.classifiers = make_classifiers(s, s.workers)
             self.results = open_ledger(self.out, s.format, self.classifiers[0].labels)
         except BaseException:

@@ -5,7 +5,10 @@ What makes it fast and what makes it good, measured on FER2013 on this kind of m
   (``augment.batch``) while TensorFlow trains on the previous one; the train step is one ``tf.function``;
 - SGD with Nesterov momentum, linear warm-up then cosine decay, weight decay, label smoothing, class weights
   (a gentle power of the inverse frequency, for disgust);
-- an exponential moving average (EMA) of the weights, which is what is validated and saved.
+- an exponential moving average (EMA) of the weights, which is what is validated and saved;
+- optionally a teacher (``--teacher``, a trained Keras model, e.g. an earlier run's ``model.keras``): the
+  student also learns the teacher's softened answers on the same augmented batch (knowledge distillation,
+  ``kd_alpha`` of the loss at temperature ``kd_temperature``), which FER2013's noisy labels reward.
 
 Validation (every epoch) scores the EMA weights on the whole validation faces resized to the input size,
 averaged with their mirror image as the device does; the best epoch is kept (``model.keras``).
@@ -27,7 +30,30 @@ from edgeemo.labels import LABELS
 from . import archs, augment
 
 DEFAULTS = {"weight_decay": 5e-4, "warmup_epochs": 2, "ema_decay": 0.999, "class_weight_power": 0.3,
-            "lr": 0.05, "batch_size": 128}
+            "lr": 0.05, "batch_size": 128, "kd_alpha": 0.7, "kd_temperature": 2.0}
+
+
+def load_teacher(path, size: int, channels: int):
+    """The teacher for distillation: the Keras model at ``path``, run as its bfloat16 training twin (about
+    twice as fast on this CPU) when it is a crop-trained recipe whose weights line up with one."""
+    import keras
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"--teacher {path}: no such model file (give a run folder's model.keras)")
+    try:
+        teacher = keras.models.load_model(path)
+    except Exception as exc:   # noqa: BLE001 - any unreadable file gets the same clear message
+        raise SystemExit(f"--teacher {path}: not a Keras model this version can load ({exc})") from exc
+    if tuple(teacher.input_shape[1:]) != (size, size, channels):
+        raise SystemExit(f"--teacher {path}: it takes {teacher.input_shape[1:]} inputs, the student "
+                         f"{(size, size, channels)}; train the student at the teacher's input size")
+    shapes = [tuple(v.shape) for v in teacher.weights]
+    for name in sorted(archs.CROP_TRAINED):
+        twin = archs.build(name, teacher.output_shape[-1], size, channels, for_training=True)
+        if [tuple(v.shape) for v in twin.weights] == shapes:
+            twin.set_weights(teacher.get_weights())
+            return twin
+    return teacher
 
 
 def class_weights(labels: np.ndarray, power: float, n: int = len(LABELS)) -> np.ndarray:
@@ -96,6 +122,13 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
     decay_vars = [v for v in model.trainable_variables if len(v.shape) > 1]     # kernels, not BN or biases
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing,
                                                    reduction="sum_over_batch_size")
+    teacher = load_teacher(ex["teacher"], size, x_tr.shape[3]) if ex.get("teacher") else None
+    kd_a, kd_t = float(ex["kd_alpha"]), float(ex["kd_temperature"])
+    if teacher is not None:
+        echo(f"distilling from {ex['teacher']}: {kd_a:g} of the loss is the teacher's answers at temperature {kd_t:g}")
+
+    def soften(p):
+        return tf.nn.softmax(tf.math.log(tf.clip_by_value(tf.cast(p, tf.float32), 1e-7, 1.0)) / kd_t)
 
     def lr_at(step):
         step = tf.cast(step, tf.float32)
@@ -111,6 +144,11 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
         with tf.GradientTape() as tape:
             p = model(xb, training=True)
             loss = loss_fn(tf.one_hot(yb, n_cls), p, sample_weight=wb)
+            if teacher is not None:
+                q = soften(teacher(xb, training=False))
+                log_ps = tf.math.log(tf.clip_by_value(soften(p), 1e-7, 1.0))
+                kl = tf.reduce_sum(q * (tf.math.log(tf.clip_by_value(q, 1e-7, 1.0)) - log_ps), axis=1)
+                loss = (1.0 - kd_a) * loss + kd_a * kd_t * kd_t * tf.reduce_mean(kl * wb)
         grads = tape.gradient(loss, model.trainable_variables)
         opt.apply_gradients(zip(grads, model.trainable_variables))
         for v in decay_vars:          # decoupled weight decay, scaled by the learning rate (SGDW)

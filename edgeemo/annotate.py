@@ -12,12 +12,13 @@ _COLORS = {"angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 1
            "sad": (200, 120, 40), "surprise": (0, 140, 255), "neutral": (180, 180, 180)}
 
 
-def draw(pixels: np.ndarray, faces: list[dict]) -> np.ndarray:
+def draw(pixels: np.ndarray, faces: list[dict], scale: float = 1.0) -> np.ndarray:
+    """``scale``: pixels of ``pixels`` per pixel of the boxes (0.5 for a JPEG decoded at half size)."""
     img = to_bgr(pixels)
     img = img.copy() if img is pixels else img          # never draw on the caller's picture
     thick = max(1, round(max(img.shape[:2]) / 400))
     for f in faces:
-        x, y, w, h = f["box"]
+        x, y, w, h = (int(round(v * scale)) for v in f["box"])
         color = _COLORS.get(f["label"], (0, 255, 0))
         cv2.rectangle(img, (x, y), (x + w, y + h), color, thick)
         text = f"{f['label']} {f['confidence']:.2f}"
@@ -44,9 +45,9 @@ def annotated_path(out_dir: Path, src: Path, root: Path | None) -> Path:
     return target
 
 
-def save(pixels: np.ndarray, faces: list[dict], target: Path) -> None:
+def save(pixels: np.ndarray, faces: list[dict], target: Path, scale: float = 1.0) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
-    ok, buf = cv2.imencode(".jpg", draw(pixels, faces), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    ok, buf = cv2.imencode(".jpg", draw(pixels, faces, scale), [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise OSError(f"{target}: could not encode the annotated image")
     target.write_bytes(buf.tobytes())

@@ -145,7 +145,8 @@ def classify(
             if annotate and result.image is not None:
                 root = next((r for r in roots if path.is_relative_to(r)), None)
                 try:
-                    ann.save(result.image.pixels, rec["faces"], ann.annotated_path(annotate, path, root))
+                    ann.save(result.image.pixels, rec["faces"], ann.annotated_path(annotate, path, root),
+                             result.image.scale)
                 except OSError as exc:
                     log.warning("%s: annotated copy not written (%s)", path, exc)
     results.close()

@@ -3,13 +3,22 @@
 ``read_image(path)`` returns an :class:`Image` with uint8 pixels (gray 2-D or BGR 3-D) and the file's
 sha256, or raises :class:`ImageError` whose ``status`` is ``unreadable`` (missing, no permission, empty,
 not an image, corrupt, truncated) or ``error`` (too large) and whose message names the problem.
+
+Memory is bounded before anything is decoded, from the header: a JPEG over REDUCE_ABOVE pixels is decoded
+at 1/2, 1/4 or 1/8 scale by libjpeg itself (the detector looks at far fewer pixels anyway; ``Image.scale``
+says which, and boxes are given back in the file's own pixels), and a picture whose decoding would need more
+than ``decode_budget()`` bytes (a quarter of the memory limit of the service's cgroup, i.e. the unit's
+``MemoryMax``; or ``EDGEEMO_DECODE_BUDGET_MB``) is refused with an ``error`` record, never half-decoded.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import stat
 import struct
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +34,11 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS * 2))
 import cv2  # noqa: E402
 
 FORMATS = ("jpeg", "png", "bmp", "tiff", "webp")
+# JPEGs with more pixels than this are decoded at reduced scale (16 MP: every 4K frame and most phone
+# photos at full size; a 48-megapixel photo at 1/2).
+REDUCE_ABOVE = 16_000_000
+DEFAULT_DECODE_BUDGET = 1 << 30
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
 
 
 class ImageError(Exception):
@@ -38,14 +52,102 @@ class Image:
     pixels: np.ndarray          # uint8, (H, W) gray or (H, W, 3) BGR, EXIF orientation applied
     sha256: str
     format: str
+    scale: float = 1.0          # pixels per pixel of the file: 0.5 for a JPEG decoded at half size
+    full_size: tuple[int, int] | None = None    # (width, height) in the file, oriented, when decoded reduced
 
     @property
     def width(self) -> int:
-        return int(self.pixels.shape[1])
+        """The picture's width in the file's own pixels (what the record says)."""
+        return self.full_size[0] if self.full_size else int(self.pixels.shape[1])
 
     @property
     def height(self) -> int:
-        return int(self.pixels.shape[0])
+        return self.full_size[1] if self.full_size else int(self.pixels.shape[0])
+
+
+@functools.lru_cache(maxsize=1)
+def _cgroup_memory_limit() -> int | None:
+    """The tightest memory limit of this process's cgroup and its parents (cgroup v2 ``memory.max``, or v1
+    ``memory.limit_in_bytes``), or None when there is none."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            root, name = Path("/sys/fs/cgroup"), "memory.max"
+        elif "memory" in controllers.split(","):
+            root, name = Path("/sys/fs/cgroup/memory"), "memory.limit_in_bytes"
+        else:
+            continue
+        group = root / path.strip().lstrip("/")
+        for d in (group, *group.parents):
+            try:
+                raw = (d / name).read_text().strip()
+            except OSError:
+                raw = ""
+            if raw.isdigit() and int(raw) < (1 << 60):      # v1 writes "no limit" as a huge number
+                limits.append(int(raw))
+            if d == root:
+                break
+    return min(limits) if limits else None
+
+
+def decode_budget() -> int:
+    """Bytes one picture's decoding may take: $EDGEEMO_DECODE_BUDGET_MB, else a quarter of the cgroup's
+    memory limit (the unit's MemoryMax; the rest is the process itself, the file's bytes and the detector),
+    else 1 GiB."""
+    env = os.environ.get("EDGEEMO_DECODE_BUDGET_MB", "").strip()
+    if env:
+        try:
+            return max(1, int(float(env) * (1 << 20)))
+        except ValueError:
+            pass
+    limit = _cgroup_memory_limit()
+    return max(32 << 20, limit // 4) if limit else DEFAULT_DECODE_BUDGET
+
+
+def _png_layout(data: bytes) -> tuple[int, int]:
+    """(channels as decoded, bytes per sample) from a PNG's IHDR."""
+    depth, colour = (data[24], data[25]) if len(data) > 25 else (8, 6)
+    channels = {0: 1, 2: 3, 3: 3, 4: 4, 6: 4}.get(colour, 4)
+    return channels, 2 if depth == 16 else 1
+
+
+def _jpeg_components(data: bytes) -> int:
+    for marker in (b"\xff\xc0", b"\xff\xc1", b"\xff\xc2"):
+        i = data.find(marker)
+        if i >= 0 and i + 9 < len(data):
+            return data[i + 9]
+    return 3
+
+
+def decode_plan(data: bytes, fmt: str, w: int, h: int) -> tuple[int, int]:
+    """(reduction, bytes) for decoding a w x h picture: the JPEG reduction (1, 2, 4 or 8) and the memory
+    decoding needs at that reduction (decoded pixels, alpha copy, 8-bit result and the gray copy the
+    detector makes), estimated from the header alone."""
+    px = w * h
+    if fmt == "jpeg":
+        ch = 1 if _jpeg_components(data) == 1 else 3
+        r = 1
+        while r < 8 and px / (r * r) > REDUCE_ABOVE:
+            r *= 2
+        return r, (px // (r * r)) * (ch + 1 + (3 if r > 1 else 0))
+    if fmt == "png":
+        ch, bps = _png_layout(data)
+    else:   # BMP 8-bit; WebP up to RGBA; TIFF may be 16-bit RGBA
+        ch, bps = (4, 2) if fmt == "tiff" else (4, 1) if fmt == "webp" else (3, 1)
+    if _png_single_decode(data, fmt):
+        return 1, px * (ch * bps + 3 + 1)
+    alpha_copy = 4 * bps if _may_have_alpha(data, fmt) else 0
+    return 1, px * (ch * bps + alpha_copy + (3 if bps > 1 or alpha_copy else 0) + 1)
+
+
+def _png_single_decode(data: bytes, fmt: str) -> bool:
+    """A PNG with an alpha channel and no EXIF: decoded once, alpha kept (nothing to orient)."""
+    return fmt == "png" and _png_layout(data)[0] == 4 and b"eXIf" not in data
 
 
 TRUNCATED = "truncated"
@@ -137,6 +239,49 @@ def _truncated(data: bytes, fmt: str) -> bool:
     return False
 
 
+# libjpeg reports damage it can decode past (a bit flip in the compressed data, bytes lost in the middle) as
+# warnings on stderr and returns a picture anyway; OpenCV passes neither the warning nor a flag back. These
+# are the warnings that mean the pixels are not the photo's: JWRN_EXTRANEOUS_DATA, JWRN_HIT_MARKER,
+# JWRN_HUFF_BAD_CODE ("Corrupt JPEG data: ...") and JWRN_JPEG_EOF.
+JPEG_DAMAGE = ("Corrupt JPEG data", "Premature end of JPEG file")
+_stderr_lock = threading.Lock()
+_stderr_sink = None
+
+
+def _decoder_messages(fn):
+    """Run ``fn()`` with file descriptor 2 pointed at a private file; return (result, what the C decoder
+    wrote). Anything else written to stderr meanwhile (another thread's log line) is passed on."""
+    global _stderr_sink
+    with _stderr_lock:
+        if _stderr_sink is None:
+            _stderr_sink = tempfile.TemporaryFile()
+        sink = _stderr_sink
+        sink.seek(0)
+        sink.truncate()
+        try:
+            saved = os.dup(2)
+        except OSError:                 # no stderr at all: nothing to capture
+            return fn(), ""
+        try:
+            os.dup2(sink.fileno(), 2)
+            try:
+                result = fn()
+            finally:
+                os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+        sink.seek(0)
+        text = sink.read(65536).decode("utf-8", "replace")
+    damage = [line for line in text.splitlines() if line.startswith(JPEG_DAMAGE)]
+    rest = "".join(line + "\n" for line in text.splitlines() if not line.startswith(JPEG_DAMAGE))
+    if rest:
+        try:
+            os.write(2, rest.encode())
+        except OSError:
+            pass
+    return result, "; ".join(damage)
+
+
 def _may_have_alpha(data: bytes, fmt: str) -> bool:
     """Whether a second, alpha-keeping decode is needed: PNG says so in its header (colour types 4 and 6,
     or a tRNS chunk); WebP and TIFF are always checked."""
@@ -149,7 +294,7 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     if img.dtype == np.uint8:
         return img
     if img.dtype == np.uint16:
-        return (img.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+        return cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)     # no wider copy of a 16-bit picture
     if img.dtype in (np.float32, np.float64):
         top = 1.0 if float(np.nanmax(img)) <= 1.0 else 255.0
         return np.clip(np.nan_to_num(img) * (255.0 / top), 0, 255).astype(np.uint8)
@@ -161,15 +306,22 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 def _composite_alpha(img: np.ndarray) -> np.ndarray:
-    """BGRA (any depth) over a white background -> BGR uint8."""
-    img8 = _to_uint8(img)
-    alpha = img8[:, :, 3:4].astype(np.float32) / 255.0
-    rgb = img8[:, :, :3].astype(np.float32)
-    return (rgb * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+    """BGRA (any depth) over a white background -> BGR uint8, a band of rows at a time so that the float
+    working copies stay small whatever the picture's size."""
+    h, w = img.shape[:2]
+    out = np.empty((h, w, 3), np.uint8)
+    step = max(1, (1 << 20) // max(w, 1))
+    for y in range(0, h, step):
+        band = _to_uint8(img[y:y + step])
+        alpha = band[:, :, 3:4].astype(np.float32) * (1.0 / 255.0)
+        out[y:y + step] = band[:, :, :3] * alpha + 255.0 * (1.0 - alpha)
+    return out
 
 
-def decode(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
-    """Decode image bytes to uint8 gray or BGR; raises ImageError naming the problem."""
+def decode(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS,
+           budget: int | None = None) -> tuple[np.ndarray, str, int]:
+    """Decode image bytes to uint8 gray or BGR; returns (pixels, format, JPEG reduction: 1, 2, 4 or 8).
+    Raises ImageError naming the problem. ``budget``: bytes decoding may take (default ``decode_budget()``)."""
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     fmt = sniff(data)
@@ -182,14 +334,33 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> 
                          f"over the {max_pixels / 1e6:.0f}-megapixel limit; downscale it first", "error")
     if _truncated(data, fmt):
         raise ImageError(f"{name}: {TRUNCATED} {fmt.upper()} file (the end-of-image marker is missing)")
+    reduction, need = decode_plan(data, fmt, *size) if size else (1, 0)
+    budget = decode_budget() if budget is None else budget
+    if need > budget:
+        raise ImageError(f"{name}: decoding this {size[0]}x{size[1]} {fmt.upper()} needs about {need >> 20} MiB, "
+                         f"over the {budget >> 20} MiB decode budget (a quarter of the service's MemoryMax, or "
+                         f"EDGEEMO_DECODE_BUDGET_MB); downscale it or give the service more memory", "error")
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         # ANYCOLOR|ANYDEPTH keeps gray and 16-bit and applies EXIF orientation (UNCHANGED would not).
-        img = cv2.imdecode(buf, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
-        if img is not None and _may_have_alpha(data, fmt):
-            full = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
-            if full is not None and full.ndim == 3 and full.shape[2] == 4 and full.shape[:2] == img.shape[:2]:
-                img = _composite_alpha(full)
+        flags = cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH
+        if fmt == "jpeg" and reduction > 1:
+            flags = _REDUCED[reduction]     # libjpeg decodes at 1/2, 1/4 or 1/8 scale: the memory drops with it
+        if fmt == "jpeg":
+            img, damage = _decoder_messages(lambda: cv2.imdecode(buf, flags))
+            if damage:
+                raise ImageError(f"{name}: corrupt JPEG data, the picture is damaged (libjpeg: {damage}); "
+                                 f"not classified")
+        elif _png_single_decode(data, fmt):
+            img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)      # alpha for sure, no orientation: one decode
+        else:
+            img = cv2.imdecode(buf, flags)
+            if img is not None and _may_have_alpha(data, fmt):
+                full = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+                if full is not None and full.ndim == 3 and full.shape[2] == 4 and full.shape[:2] == img.shape[:2]:
+                    img = None
+                    img = _composite_alpha(full)
+                del full
     except cv2.error as exc:
         raise ImageError(f"{name}: corrupt {fmt.upper()} data ({exc.err or exc})") from None
     if img is None or img.size == 0:
@@ -202,7 +373,7 @@ def decode(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> 
         img = img[:, :, 0]
     elif img.ndim == 3 and img.shape[2] == 4:
         img = _composite_alpha(img)
-    return np.ascontiguousarray(img), fmt
+    return np.ascontiguousarray(img), fmt, reduction
 
 
 def read_bytes(path: str | os.PathLike, max_bytes: int | None = None) -> bytes:
@@ -256,11 +427,16 @@ def read_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image:
 def from_bytes(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> Image:
     digest = hashlib.sha256(data).hexdigest()
     try:
-        pixels, fmt = decode(data, name, max_pixels)
+        pixels, fmt, reduction = decode(data, name, max_pixels)
     except ImageError as exc:
         exc.sha256 = digest
         raise
-    return Image(pixels, digest, fmt)
+    if reduction == 1:
+        return Image(pixels, digest, fmt)
+    w, h = header_size(data, fmt)
+    if abs(pixels.shape[1] * reduction - w) > reduction:     # turned by its EXIF orientation
+        w, h = h, w
+    return Image(pixels, digest, fmt, 1.0 / reduction, (w, h))
 
 
 def from_array(array: np.ndarray) -> Image:

@@ -115,9 +115,11 @@ class Classifier:
                 return Analysis(self.record(name, "no_face", image=image, **extra), image)
             probs = self.model.predict(self.faces_to_inputs(image.pixels, boxes))
             faces = []
+            inv = 1.0 / image.scale            # boxes in the file's own pixels, also for a reduced decode
             for b, p in zip(boxes, probs):
                 k = int(np.argmax(p))
-                faces.append({"box": [b.x, b.y, b.w, b.h], "score": round(float(b.score), 4),
+                box = [b.x, b.y, b.w, b.h] if inv == 1.0 else [int(round(v * inv)) for v in (b.x, b.y, b.w, b.h)]
+                faces.append({"box": box, "score": round(float(b.score), 4),
                               "label": self.labels[k], "confidence": round(float(p[k]), 4),
                               "probs": {lab: round(float(v), 4) for lab, v in zip(self.labels, p)}})
             return Analysis(self.record(name, "ok", image=image, faces=faces, **extra), image)

@@ -140,3 +140,40 @@ def test_epoch_bookkeeping_and_stop_reasons():
     assert "has not improved for 2 epochs" in stop_reason(patient, state, t0, 1.0)
     assert "time budget" in stop_reason(TrainConfig(patience=0, time_budget_min=0.01), state, t0 - 1.0, 1.0)
     assert stop_reason(TrainConfig(patience=0), state, t0, 1.0) is None
+
+
+@pytest.mark.train
+def test_distillation_learns_the_teachers_answers(tmp_path):
+    """`--teacher`: the student learns the teacher's softened answers. A teacher that says "happy" to every
+    face, with all of the loss given to it (--kd-alpha 1), makes a student that says "happy" too."""
+    pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    import keras
+    from typer.testing import CliRunner
+
+    from edgeemo.cli import app
+    from edgeemo.labels import LABELS
+    from edgeemo_convert import archs
+    from synth_faces import write_fer_folders
+    data = tmp_path / "fer"
+    write_fer_folders(data, per_class=10, val_per_class=3)
+    teacher = archs.build("res40-small")
+    last = teacher.layers[-1]
+    kernel, bias = last.get_weights()
+    bias[:] = -8.0
+    bias[LABELS.index("happy")] = 8.0
+    last.set_weights([kernel * 0.0, bias])
+    teacher.save(tmp_path / "teacher.keras")
+    common = ["train", "--data", data, "--dataset", "fer2013", "--arch", "res40-small", "--optimizer", "sgd",
+              "--batch-size", 16, "--patience", 0, "--epochs", 4, "--seed", 1]
+    bad = CliRunner().invoke(app, [str(a) for a in common + ["--teacher", tmp_path / "nope.keras", "--out", tmp_path / "x"]])
+    assert bad.exit_code != 0 and "nope.keras: no such model file" in bad.output
+    res = CliRunner().invoke(app, [str(a) for a in common + ["--teacher", tmp_path / "teacher.keras", "--kd-alpha", 1.0,
+                                                            "--out", tmp_path / "student"]])
+    assert res.exit_code == 0, res.output
+    assert "distilling from" in res.output
+    cfg = json.loads((tmp_path / "student" / "config.json").read_text())
+    assert cfg["extra"]["teacher"].endswith("teacher.keras") and cfg["extra"]["kd_alpha"] == 1.0
+    student = keras.models.load_model(tmp_path / "student" / "model.keras")
+    faces = np.random.default_rng(0).random((20, 40, 40, 1)).astype(np.float32)
+    said = np.asarray(student(faces, training=False)).argmax(1)
+    assert (said == LABELS.index("happy")).mean() >= 0.9, said

@@ -83,6 +83,8 @@ class FolderDaemon(Service):
         self._inbox_id: tuple[int, int] | None = None
         self._last_scan = 0.0
         self._backlog = False
+        self._events_lost = threading.Event()      # set from the watcher's thread on an inotify queue overflow
+        self._overflows = _OverflowListener(self._events_lost.set)
         self.mode = "poll" if s.poll else "inotify"
         self.workers: list[threading.Thread] = []
 
@@ -91,10 +93,18 @@ class FolderDaemon(Service):
         names = set(self._entries())
         ledger = self.results.tail_index(names)
         recorded_names = {n for n, _ in ledger}
+        # A replay is a file recorded but not moved on when the daemon died: its attempt marker is still
+        # there (it is removed only after the move). The same photo dropped again while the daemon was
+        # stopped, after the first was moved on, has none: it is a new file and gets its own record.
+        in_hand = {n for n, _ in self.attempts.left_over()}
         for name in sorted(recorded_names):
             src = self.inbox / name
             rec = ledger.get((name, file_sha256(src)))
             if rec is None:
+                continue
+            if name not in in_hand:
+                log.info("%s: the same name and content as a file recorded before; it was dropped again and is "
+                         "classified as a new file", src)
                 continue
             try:
                 dst = self.mover.finish(src, rec)
@@ -133,6 +143,7 @@ class FolderDaemon(Service):
             self.workers.append(t)
         st = os.stat(self.inbox)
         self._inbox_id = (st.st_dev, st.st_ino)
+        logging.getLogger("watchdog").addHandler(self._overflows)
         self.observer = self._start_observer()
         self.intake.trust_mtime = self.mode == "inotify"
         self.rescan()
@@ -197,6 +208,9 @@ class FolderDaemon(Service):
             self._backlog = False
         if self.intake.needs_rescan():
             self.rescan()
+        if self._events_lost.is_set():
+            self._events_lost.clear()
+            self._log_scan("the scan after an inotify queue overflow", self.rescan(), always=True)
         try:
             st = os.stat(self.inbox)
         except OSError:
@@ -220,8 +234,10 @@ class FolderDaemon(Service):
             self.exit_code = 1
             self.stop_event.set()
 
-    def _log_scan(self, what: str, found: int) -> None:
-        if found:
+    def _log_scan(self, what: str, found: int, always: bool = False) -> None:
+        if always and not found:
+            log.warning("%s of %s found no file the queue did not hold already", what, self.inbox)
+        elif found:
             log.warning("%s of %s found %d file%s that no event announced (lost events); they are processed now",
                         what, self.inbox, found, "s" if found != 1 else "")
         else:
@@ -388,9 +404,28 @@ class FolderDaemon(Service):
         for t in self.workers:
             t.join()
         self._stop_observer()
+        logging.getLogger("watchdog").removeHandler(self._overflows)
         self.results.close()
         self._release_locks()
         log.info("stopped: %s", self.status_text())
+
+
+class _OverflowListener(logging.Handler):
+    """Calls ``callback`` when watchdog reports that the kernel's inotify queue overflowed (events were lost),
+    so that the inbox is scanned at once rather than at the next periodic scan. watchdog handles the
+    overflow inside its watch group and tells nobody but its log ("Inotify queue overflowed; filesystem
+    events were lost", watchdog 7); where a version says nothing, the periodic scan (--rescan) recovers."""
+
+    def __init__(self, callback):
+        super().__init__(logging.WARNING)
+        self.callback = callback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if "queue overflow" in record.getMessage().lower():
+                self.callback()
+        except Exception:  # noqa: BLE001 - a log handler must never raise
+            pass
 
 
 def _complete_on_arrival(path) -> bool:

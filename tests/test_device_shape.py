@@ -546,3 +546,49 @@ def test_a_large_jpeg_is_decoded_reduced_and_recorded_in_its_own_pixels(tmp_path
     for a, b in zip(small_box, big_box):
         assert abs(b / k - a) <= max(4, 0.08 * small_box[2]), (small_box, big_box)
     assert recs["big.jpg"]["faces"][0]["label"] == recs["small.jpg"]["faces"][0]["label"]
+
+
+def test_an_inotify_queue_overflow_is_followed_by_a_scan_at_once(daemon_factory):
+    """Issue 10, defect 5: an inotify queue overflow stranded thousands of files until a restart. Here the
+    kernel's queue is made small for this daemon (fs.inotify.max_queued_events is read when its watch is
+    created; root only), the daemon is stopped, more files arrive than the queue holds, and it resumes with
+    the periodic scan turned off: the overflow alone must bring every file in."""
+    knob = "/proc/sys/fs/inotify/max_queued_events"
+    try:
+        before = open(knob).read().strip()
+        with open(knob, "w") as f:
+            f.write("64")
+    except OSError:
+        pytest.skip("needs root to make the kernel's inotify queue small (fs.inotify.max_queued_events)")
+    try:
+        d = daemon_factory("--rescan", "0").start()
+    finally:
+        with open(knob, "w") as f:
+            f.write(before)
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        for i in range(300):
+            (d.inbox / f"img{i:03d}.png").write_bytes(png_bytes(i))
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: d.n_records() == 300, "300 records after the overflow", d)
+    assert "inotify queue overflow" in d.log_text()
+    assert d.signal(signal.SIGTERM) == 0
+    assert len({r["file"] for r in d.records()}) == 300
+
+
+def test_a_photo_dropped_again_while_stopped_gets_a_new_record(daemon_factory):
+    """Issue 10, defect 11: the same photo dropped again (same name, same bytes) while the daemon was stopped
+    was taken for a replay of a crash and moved on without a record. A replay is a file still in hand when
+    the daemon died (its attempt marker is there); this one is a new arrival."""
+    d = daemon_factory().start()
+    photo = png_bytes(41)
+    (d.inbox / "again.png").write_bytes(photo)
+    wait_until(lambda: d.n_records() == 1 and not os.path.lexists(d.inbox / "again.png"), "the first drop", d)
+    assert d.signal(signal.SIGTERM) == 0
+    (d.inbox / "again.png").write_bytes(photo)
+    d.start()
+    wait_until(lambda: d.n_records() == 2 and not os.path.lexists(d.inbox / "again.png"), "the second drop", d)
+    assert d.signal(signal.SIGTERM) == 0
+    assert sorted(p.name for p in (d.inbox / "done").iterdir()) == ["again-1.png", "again.png"]
+    assert "dropped again" in d.run_log()

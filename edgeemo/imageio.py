@@ -405,6 +405,9 @@ def read_bytes_and_identity(path: str | os.PathLike, max_bytes: int | None = Non
             kind = ("FIFO" if stat.S_ISFIFO(st.st_mode) else "socket" if stat.S_ISSOCK(st.st_mode)
                     else "device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "special file")
             raise ImageError(f"{p}: not a regular file (a {kind}); only image files can be classified")
+        if st.st_size > limit:      # said by its size: not read at all (a sparse file costs nothing)
+            raise ImageError(f"{p}: file is {st.st_size >> 20} MiB, over {limit >> 20} MiB, more than any image "
+                             f"within the {MAX_PIXELS / 1e6:.0f}-megapixel limit needs; not read", "error")
         try:
             data = fh.read(limit + 1)
         except OSError as exc:

@@ -13,10 +13,12 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import threading
 from pathlib import Path
 
 from .errors import SetupError, StartError
+from .imageio import MAX_FILE_BYTES
 
 log = logging.getLogger("edgeemo")
 
@@ -26,10 +28,15 @@ OWNER_FILE = ".edgeemo.pid"     # in the results folder (the service's, not the 
 
 
 def file_sha256(path: Path) -> str | None:
-    """sha256 of a regular file's bytes; None for a link (never followed) or a file that cannot be read."""
+    """sha256 of a regular file's bytes, as its record has it: None for a link (never followed), a FIFO or
+    other special file (never read: it could block), a file over MAX_FILE_BYTES (refused unread) or a file
+    that cannot be read."""
     h = hashlib.sha256()
     try:
-        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as fh:
+        with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK), "rb") as fh:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_FILE_BYTES:
+                return None
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
     except OSError:

@@ -429,12 +429,15 @@ class _OverflowListener(logging.Handler):
 
 
 def _complete_on_arrival(path) -> bool:
-    """A symbolic link, or a hard link to a file that already has another name: nothing more is written."""
+    """A symbolic link, a FIFO or other special file, or a hard link to a file that already has another name:
+    nothing more is written to it as a file (no close event follows), so it is taken as it is."""
     try:
         st = os.lstat(path)
     except OSError:
         return False
-    return stat.S_ISLNK(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink > 1)
+    if stat.S_ISREG(st.st_mode):
+        return st.st_nlink > 1
+    return not stat.S_ISDIR(st.st_mode)
 
 
 class _Handler(FileSystemEventHandler):

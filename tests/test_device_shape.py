@@ -592,3 +592,27 @@ def test_a_photo_dropped_again_while_stopped_gets_a_new_record(daemon_factory):
     assert d.signal(signal.SIGTERM) == 0
     assert sorted(p.name for p in (d.inbox / "done").iterdir()) == ["again-1.png", "again.png"]
     assert "dropped again" in d.run_log()
+
+
+def test_a_replay_of_files_never_read_is_recognised_without_reading_them(daemon_factory):
+    """Found by bench/hostile_soak.py: after a kill -9 between the record and the move, a file refused unread
+    (over 256 MiB; here sparse) was hashed whole at restart, did not match its record (no sha256) and got a
+    second record; a FIFO in the same state would have blocked the restart."""
+    from edgeemo.ledger import Attempts
+    from edgeemo.watch import STATE_DIR
+    d = daemon_factory().start()
+    with open(d.inbox / "huge.png", "wb") as fh:
+        fh.truncate(300 << 20)
+    os.mkfifo(d.inbox / "pipe.jpg")
+    wait_until(lambda: d.n_records() == 2 and not os.listdir(d.inbox / "failed") == [], "two records", d)
+    wait_until(lambda: not any(os.path.lexists(d.inbox / n) for n in ("huge.png", "pipe.jpg")), "the moves", d)
+    assert d.signal(signal.SIGTERM) == 0
+    marks = Attempts(d.inbox / "results" / STATE_DIR)
+    for n in ("huge.png", "pipe.jpg"):            # the state a kill -9 after the record leaves
+        os.replace(d.inbox / "failed" / n, d.inbox / n)
+        marks.begin(n)
+    d.start()
+    wait_until(lambda: not any(os.path.lexists(d.inbox / n) for n in ("huge.png", "pipe.jpg")), "moved again", d)
+    assert d.signal(signal.SIGTERM) == 0
+    assert d.n_records() == 2
+    assert d.run_log().count("already recorded before the restart") == 2

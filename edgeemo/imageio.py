@@ -95,18 +95,31 @@ def _cgroup_memory_limit() -> int | None:
     return min(limits) if limits else None
 
 
+# Pictures this process may decode at the same time (the daemon's --workers): they share the budget.
+_concurrent = 1
+
+
+def share_decode_budget(decoders: int) -> None:
+    """Split the decode budget between ``decoders`` pictures decoded at once (threads of one process)."""
+    global _concurrent
+    _concurrent = max(1, int(decoders))
+
+
 def decode_budget() -> int:
     """Bytes one picture's decoding may take: $EDGEEMO_DECODE_BUDGET_MB, else a quarter of the cgroup's
     memory limit (the unit's MemoryMax; the rest is the process itself, the file's bytes and the detector),
-    else 1 GiB."""
+    else 1 GiB; divided between the pictures decoded at once (``share_decode_budget``)."""
     env = os.environ.get("EDGEEMO_DECODE_BUDGET_MB", "").strip()
+    total = None
     if env:
         try:
-            return max(1, int(float(env) * (1 << 20)))
+            total = max(1, int(float(env) * (1 << 20)))
         except ValueError:
             pass
-    limit = _cgroup_memory_limit()
-    return max(32 << 20, limit // 4) if limit else DEFAULT_DECODE_BUDGET
+    if total is None:
+        limit = _cgroup_memory_limit()
+        total = max(32 << 20, limit // 4) if limit else DEFAULT_DECODE_BUDGET
+    return max(1, total // _concurrent)
 
 
 def _png_layout(data: bytes) -> tuple[int, int]:

@@ -72,6 +72,7 @@ class FolderDaemon(Service):
         self._lock([self.inbox, self.done, self.failed, self.out], self.out)
         try:
             self.classifiers = make_classifiers(s, s.workers)
+            imageio.share_decode_budget(s.workers)       # the workers decode at the same time
             self.results = open_ledger(self.out, s.format, self.classifiers[0].labels)
         except BaseException:
             self._release_locks()

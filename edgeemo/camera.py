@@ -265,7 +265,7 @@ class CameraDaemon(Service):
                       "or fix the folder's permissions)", self.out, exc.strerror or exc)
             self.tally.add("lost")
             return
-        self.tally.add(rec["status"])
+        self.counted(rec)
         log.debug("frame %d at %s: %s", seq, rec["frame_time"], summary(rec))
 
     def status_text(self) -> str:

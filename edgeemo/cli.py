@@ -228,6 +228,16 @@ def watch(
     max_faces: Optional[int] = typer.Option(None, "--max-faces", help="At most this many faces per image [50]."),
     score_threshold: Optional[float] = typer.Option(None, "--score-threshold", help="YuNet threshold [0.6]."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning or error [info]."),
+    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="Publish every record to an MQTT broker: "
+                                       "mqtt://[user@]host[:port][/prefix] or mqtts://... (needs the [mqtt] extra)."),
+    mqtt_ca: Optional[Path] = typer.Option(None, "--mqtt-ca", help="CA certificate (PEM) of an mqtts:// broker."),
+    mqtt_password_file: Optional[Path] = typer.Option(None, "--mqtt-password-file", help="File whose first line "
+                                                      "is the broker password [$EDGEEMO_MQTT_PASSWORD]."),
+    mqtt_device: Optional[str] = typer.Option(None, "--mqtt-device", help="Device name in the topics [host name]."),
+    mqtt_ha_discovery: Optional[bool] = typer.Option(None, "--mqtt-ha-discovery/--no-mqtt-ha-discovery",
+                                                     help="Announce Home Assistant sensors (MQTT discovery)."),
+    metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", help="Write Prometheus metrics here every "
+                                                "5 s, for node_exporter's textfile collector (needs [metrics])."),
 ):
     """Watch a folder (or a camera): classify each new photo once, append the result, move it to done/ or
     failed/. Runs until SIGTERM or Ctrl-C; speaks systemd's notify protocol when run as a service."""
@@ -237,6 +247,54 @@ def watch(
     if log_level is None and getattr(root.get_parameter_source("log_level"), "name", "") == "COMMANDLINE":
         given["log-level"] = root.params["log_level"]      # `edgeemo --log-level debug watch ...`
     raise typer.Exit(run_watch(given, config))
+
+
+@app.command()
+def collect(
+    ctx: typer.Context,
+    url: str = typer.Argument(..., help="mqtt://[user@]host[:port][/prefix]: every device under the prefix."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the fleet's results.jsonl and results.csv."),
+    mqtt_ca: Optional[Path] = typer.Option(None, "--mqtt-ca", help="CA certificate (PEM) of an mqtts:// broker."),
+    mqtt_password_file: Optional[Path] = typer.Option(None, "--mqtt-password-file", help="File whose first line "
+                                                      "is the broker password [$EDGEEMO_MQTT_PASSWORD]."),
+):
+    """Collect the records of every device publishing under a prefix into one folder (a `device` column
+    added), dropping repeats by message id, across restarts. Runs until SIGTERM or Ctrl-C."""
+    from .collect import Collector
+    from .mqtt import Broker, paho, read_password
+    root = ctx.find_root()
+    if getattr(root.get_parameter_source("log_level"), "name", "") != "COMMANDLINE":
+        logging.getLogger().setLevel(logging.INFO)          # a service: say what it does, unless told otherwise
+    paho()
+    broker = Broker.parse(url, read_password(mqtt_password_file), mqtt_ca)
+    raise typer.Exit(Collector(broker, out).run())
+
+
+@app.command()
+def status(
+    metrics_file: Path = typer.Argument(Path("/var/lib/edgeemo/metrics.prom"),
+                                        help="The daemon's --metrics-file [/var/lib/edgeemo/metrics.prom]."),
+):
+    """Print a running daemon's figures (from its --metrics-file) for a person."""
+    from . import metrics
+    samples = metrics.read(metrics_file)
+    age = time.time() - metrics_file.stat().st_mtime
+    typer.echo(f"{metrics_file}:\n" + metrics.describe(samples, age))
+
+
+@app.command("mqtt-forget")
+def mqtt_forget(
+    url: str = typer.Argument(..., help="mqtt://[user@]host[:port][/prefix], as given to watch --mqtt."),
+    device: Optional[str] = typer.Option(None, "--device", help="The device name [host name]."),
+    mqtt_ca: Optional[Path] = typer.Option(None, "--mqtt-ca"),
+    mqtt_password_file: Optional[Path] = typer.Option(None, "--mqtt-password-file"),
+):
+    """Remove a device's Home Assistant entities (clears its retained discovery topics)."""
+    from .mqtt import Broker, device_name, paho, read_password, remove_discovery
+    paho()
+    name = device_name(device)
+    n = remove_discovery(Broker.parse(url, read_password(mqtt_password_file), mqtt_ca), name)
+    typer.echo(f"cleared {n} Home Assistant discovery topics of device {name!r}")
 
 
 def _workstation_commands() -> dict:

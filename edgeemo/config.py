@@ -51,6 +51,12 @@ class WatchSettings:
     max_faces: int = DetectOptions.max_faces
     score_threshold: float = DetectOptions.score_threshold
     log_level: str = "info"
+    mqtt: str | None = None                 # mqtt://[user@]host[:port][/prefix] or mqtts://...
+    mqtt_ca: Path | None = None
+    mqtt_password_file: Path | None = None
+    mqtt_device: str | None = None          # default: the host name
+    mqtt_ha_discovery: bool = False
+    metrics_file: Path | None = None
 
     def classifier_options(self):
         """The ClassifierOptions of these settings (checked there)."""
@@ -127,6 +133,27 @@ def _camera(v):
     return str(v).strip()
 
 
+def _mqtt_url(v):
+    from .mqtt import Broker
+    if not isinstance(v, str):
+        raise ValueError("an address such as mqtt://user@broker.local/edgeemo (a string)")
+    try:
+        Broker.parse(v)
+    except SetupError as exc:
+        raise ValueError(str(exc).split(": ", 1)[-1]) from None
+    return v
+
+
+def _name(v):
+    if not isinstance(v, str) or not v.strip() or any(c in v for c in "/+#"):
+        raise ValueError("a device name without / + or #")
+    return v.strip()
+
+
+# The [mqtt] table of the config file: its keys, and the options they stand for.
+MQTT_TABLE = {"url": "mqtt", "ca": "mqtt-ca", "password-file": "mqtt-password-file", "device": "mqtt-device",
+              "ha-discovery": "mqtt-ha-discovery"}
+
 CHECKS: dict[str, Callable[[Any], Any]] = {
     "inbox": _path, "out": _path, "done": _path, "failed": _path, "format": _formats,
     "workers": _int(1, 64), "queue-size": _int(1, 100_000), "poll": _bool, "settle": _float(0.0),
@@ -135,8 +162,11 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "frames-max-mb": _float(0.0), "model": _path, "detector": _choice(DETECTORS), "detector-model": _path,
     "threads": _int(1, 64), "min-face": _int(1), "max-faces": _int(1, 1000),
     "score-threshold": _float(0.0, 1.0), "log-level": _choice(LOG_LEVELS),
+    "mqtt": _mqtt_url, "mqtt-ca": _path, "mqtt-password-file": _path, "mqtt-device": _name,
+    "mqtt-ha-discovery": _bool, "metrics-file": _path,
 }
-PATH_KEYS = {"inbox", "out", "done", "failed", "frames-dir", "model", "detector-model"}
+PATH_KEYS = {"inbox", "out", "done", "failed", "frames-dir", "model", "detector-model", "mqtt-ca",
+             "mqtt-password-file", "metrics-file"}
 assert set(CHECKS) == set(KEYS), "every setting needs a checker"
 
 
@@ -176,7 +206,16 @@ def load_file(path: str | Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise SetupError(f"{p}: not valid TOML: the file is not UTF-8 text ({exc.reason})") from None
     out = {}
+    items = []
     for key, value in raw.items():
+        if key == "mqtt" and isinstance(value, dict):       # [mqtt] url = ..., password-file = ..., ...
+            for sub, v in value.items():
+                if sub not in MQTT_TABLE:
+                    raise SetupError(f"{p}: unknown key {sub!r} in [mqtt]; valid keys: {', '.join(MQTT_TABLE)}")
+                items.append((MQTT_TABLE[sub], v))
+        else:
+            items.append((key, value))
+    for key, value in items:
         if key not in CHECKS:
             if isinstance(value, dict):
                 raise SetupError(f"{p}: unexpected table [{key}]: the keys of the file are the options of "
@@ -213,7 +252,8 @@ def resolve(given: dict[str, Any], config_path: str | Path | None = None) -> Wat
         values.update(load_file(config_path))
     values.update(check_cli(given))
     settings = WatchSettings(**{k.replace("-", "_"): v for k, v in values.items()})
-    for name in ("inbox", "out", "done", "failed", "frames_dir", "model", "detector_model"):
+    for name in ("inbox", "out", "done", "failed", "frames_dir", "model", "detector_model", "mqtt_ca",
+                 "mqtt_password_file", "metrics_file"):
         v = getattr(settings, name)
         if v is not None:
             setattr(settings, name, Path(v).absolute())

@@ -11,6 +11,9 @@ from collections import Counter
 from .config import WatchSettings
 from .errors import SetupError
 from .ledger import OWNER_FILE, FolderLock, write_owner
+
+STATE_DIR = ".edgeemo-state"    # in the results folder: markers of the files in hand (crash-loop guard)
+MQTT_DIR = ".edgeemo-mqtt"      # in the results folder: the MQTT publisher's cursor
 from .notify import Notifier
 
 log = logging.getLogger("edgeemo")
@@ -92,6 +95,9 @@ class Service:
         self.health = Health(n_workers)
         self.tally = Tally()
         self.exit_code = 0
+        self.last_record: float | None = None
+        self.publisher = None
+        self.metrics = None
         self._status = ""
         self._status_at = 0.0
         # a worker may take this long on one item before the watchdog pings stop (systemd then restarts us)
@@ -124,6 +130,56 @@ class Service:
     def _release_locks(self) -> None:
         for lk in self.locks:
             lk.release()
+
+    def counted(self, rec: dict) -> None:
+        """Count a record that was written: its status, and its faces by label (``face:<label>``)."""
+        self.tally.add(rec["status"])
+        for f in rec.get("faces") or []:
+            self.tally.add(f"face:{f['label']}")
+        self.last_record = time.time()
+
+    def queue_depth(self) -> int:
+        return 0
+
+    # MQTT publishing and the metrics file run beside the daemon, in their own threads (settings: self.s)
+    def _start_sidecars(self) -> None:
+        s = getattr(self, "s", None)
+        if s is None:
+            return
+        if s.mqtt:
+            from .mqtt import Broker, Publisher, device_name, read_password
+            broker = Broker.parse(s.mqtt, read_password(s.mqtt_password_file), s.mqtt_ca)
+            self.publisher = Publisher(broker, device_name(s.mqtt_device), s.out / "results.jsonl",
+                                       s.out / MQTT_DIR, s.mqtt_ha_discovery)
+            self.publisher.start()
+        if s.metrics_file:
+            from .metrics import MetricsFile
+            self.metrics = MetricsFile(s.metrics_file, self._metrics_snapshot)
+            self.metrics.start()
+
+    def check_sidecars(self) -> None:
+        """Fail at start, before any work, when an extra the settings need is missing."""
+        s = getattr(self, "s", None)
+        if s is not None and s.mqtt:
+            from .mqtt import Broker, device_name, paho, read_password
+            paho()
+            Broker.parse(s.mqtt, read_password(s.mqtt_password_file), s.mqtt_ca)
+            device_name(s.mqtt_device)
+        if s is not None and s.metrics_file:
+            from .metrics import _prometheus
+            _prometheus()
+
+    def _metrics_snapshot(self) -> dict:
+        pub = self.publisher
+        return {"tally": self.tally.snapshot(), "queue": self.queue_depth(), "last_record": self.last_record,
+                "mqtt": None if pub is None else {"connected": pub.is_connected, "published": pub.published,
+                                                  "backlog_bytes": pub.outbox.backlog()}}
+
+    def _stop_sidecars(self) -> None:
+        if self.publisher is not None:
+            self.publisher.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
 
     def start(self) -> None:
         raise NotImplementedError
@@ -160,7 +216,9 @@ class Service:
         # only, so it is logged and ignored; restart the service to apply new settings.
         previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hangup)
         try:
+            self.check_sidecars()
             self.start()
+            self._start_sidecars()
             self.notifier.ready(self.status_text())
             self._status = self.status_text()
             while not self.stop_event.is_set():
@@ -173,6 +231,7 @@ class Service:
             self.wake()
             self.notifier.stopping(self.status_text())
             self.shutdown()
+            self._stop_sidecars()
             self.notifier.close()
             for s, h in previous.items():
                 signal.signal(s, h)

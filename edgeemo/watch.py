@@ -39,12 +39,11 @@ from .intake import Intake
 from .ledger import ERROR_SUFFIX, FAILED_STATUSES, Attempts, FileChanged, Mover, file_sha256, prepare_folder
 from .record import summary
 from .results import open_ledger
-from .service import Backoff, Service, make_classifiers
+from .service import STATE_DIR, Backoff, Service, make_classifiers
 
 log = logging.getLogger("edgeemo")
 
 IGNORED_SUFFIXES = (".part", ".tmp", "~")
-STATE_DIR = ".edgeemo-state"    # in the results folder: markers of the files in hand (crash-loop guard)
 MAX_ATTEMPTS = 3
 
 
@@ -247,6 +246,9 @@ class FolderDaemon(Service):
     def wake(self) -> None:
         self.intake.close()
 
+    def queue_depth(self) -> int:
+        return len(self.intake)
+
     def status_text(self) -> str:
         c = self.tally.snapshot()
         ready, pending, busy = self.intake.counts()
@@ -358,7 +360,7 @@ class FolderDaemon(Service):
                           exc.strerror or exc, delay)
                 if self._wait(worker, delay):
                     return False
-        self.tally.add(rec["status"])
+        self.counted(rec)
         backoff = Backoff()
         while True:
             try:

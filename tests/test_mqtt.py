@@ -1,0 +1,341 @@
+"""Fleets over MQTT, end to end against a real mosquitto broker started here (Debian's package; `.ci/run`
+installs it): `watch --mqtt` publishing from its outbox, `collect`, Home Assistant discovery, the metrics
+file and `edgeemo status`. Real daemon processes, real signals, a real broker stopped and started again."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from test_watch import Daemon, png_bytes, wait_until
+
+pytest.importorskip("paho.mqtt.client", reason="needs the [mqtt] extra (paho-mqtt)")
+MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+PASSWD = shutil.which("mosquitto_passwd") or ("/usr/bin/mosquitto_passwd" if os.path.exists("/usr/bin/mosquitto_passwd") else None)
+if MOSQUITTO is None or PASSWD is None:
+    pytest.skip("needs mosquitto (apt-get install mosquitto; .ci/run installs it)", allow_module_level=True)
+
+USER, PASSWORD = "fleet", "s3cret-pass"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Mosquitto:
+    """A mosquitto on a free loopback port with a password file and persistence (sessions survive a restart)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.pwfile = root / "passwd"
+        subprocess.run([PASSWD, "-b", "-c", str(self.pwfile), USER, PASSWORD], check=True, capture_output=True)
+        os.chmod(self.pwfile, 0o600)
+        self.conf = root / "mosquitto.conf"
+        # as root, mosquitto would switch to its own user, who cannot read this test's folder
+        me = "user root\n" if os.geteuid() == 0 else ""
+        self.conf.write_text(f"{me}listener {self.port} 127.0.0.1\nallow_anonymous false\npassword_file {self.pwfile}\n"
+                             f"persistence true\npersistence_location {root}/\nautosave_interval 1\n"
+                             f"max_queued_messages 100000\nlog_dest file {root}/broker.log\n")
+        self.proc = None
+
+    def start(self) -> "Mosquitto":
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"mosquitto did not start; see {self.root}/broker.log")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def url(self, prefix: str = "fleet") -> str:
+        return f"mqtt://{USER}@127.0.0.1:{self.port}/{prefix}"
+
+
+@pytest.fixture()
+def broker(tmp_path):
+    b = Mosquitto(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture()
+def secret(tmp_path):
+    p = tmp_path / "mqtt-password"
+    p.write_text(PASSWORD + "\n")
+    return p
+
+
+class Subscriber:
+    """A plain paho subscriber: every message of the given topics, in arrival order."""
+
+    def __init__(self, broker: Mosquitto, *topics: str):
+        import paho.mqtt.client as mqtt
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        self.c.username_pw_set(USER, PASSWORD)
+        subscribed = threading.Event()
+        self.c.on_connect = lambda c, *_: c.subscribe([(t, 1) for t in topics])
+        self.c.on_subscribe = lambda *_: subscribed.set()
+        self.c.on_message = self._on_message
+        self.c.connect("127.0.0.1", broker.port)
+        self.c.loop_start()
+        assert subscribed.wait(10), "the test subscriber could not subscribe"
+
+    def _on_message(self, _c, _u, msg):
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload, msg.retain))
+
+    def on(self, suffix: str) -> list:
+        with self._lock:
+            return [(t, p, r) for t, p, r in self.messages if t.endswith(suffix)]
+
+    def close(self):
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+class Collect:
+    """`edgeemo collect` in a child process."""
+
+    def __init__(self, url: str, out: Path, secret: Path, log: Path):
+        self.args = [sys.executable, "-m", "edgeemo.cli", "collect", url, "--out", str(out),
+                     "--mqtt-password-file", str(secret)]
+        self.out, self.log = out, log
+        self.proc = None
+
+    def start(self) -> "Collect":
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"))
+        wait_until(lambda: "collecting" in self.log.read_text(), "the collector to subscribe", timeout=20)
+        return self
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(20)
+
+    def records(self) -> list[dict]:
+        p = self.out / "results.jsonl"
+        return [json.loads(line) for line in p.read_bytes().splitlines()] if p.exists() else []
+
+
+def mqtt_daemon(tmp_path, device_model, broker, secret, *extra) -> Daemon:
+    return Daemon(tmp_path, device_model, "--mqtt", broker.url(), "--mqtt-password-file", str(secret),
+                  "--mqtt-device", "pi-kitchen", *extra)
+
+
+def drop(d: Daemon, start: int, n: int) -> None:
+    for i in range(start, start + n):
+        tmp = d.inbox / f".tmp{i}"
+        tmp.write_bytes(png_bytes(i))
+        os.rename(tmp, d.inbox / f"img{i:04d}.png")
+
+
+def published_ids(sub: Subscriber) -> list[str]:
+    return [json.loads(p)["id"] for _, p, _ in sub.on("/result")]
+
+
+def test_every_record_of_a_200_file_run_arrives_once(tmp_path, device_model, broker, secret):
+    sub = Subscriber(broker, "fleet/+/result", "fleet/+/state", "fleet/+/availability")
+    col = Collect(broker.url(), tmp_path / "central", secret, tmp_path / "collect.log").start()
+    d = mqtt_daemon(tmp_path, device_model, broker, secret).start()
+    try:
+        drop(d, 0, 200)
+        wait_until(lambda: d.n_records() == 200, "200 records", d)
+        wait_until(lambda: len(sub.on("/result")) >= 200 and len(col.records()) >= 200, "200 messages", d)
+        assert d.signal(signal.SIGTERM) == 0
+    finally:
+        assert col.stop() == 0
+        sub.close()
+    ids = published_ids(sub)
+    assert len(ids) == len(set(ids)) == 200
+    local = d.records()
+    got = {json.loads(p)["file"]: json.loads(p) for _, p, _ in sub.on("/result")}
+    for rec in local:                 # the same JSON as results.jsonl, plus id and device
+        msg = got[rec["file"]]
+        assert {k: v for k, v in msg.items() if k not in ("id", "device")} == rec and msg["device"] == "pi-kitchen"
+    central = col.records()
+    assert len(central) == 200 and {r["id"] for r in central} == set(ids)
+    assert all(r["device"] == "pi-kitchen" for r in central)
+    header = (col.out / "results.csv").read_text().splitlines()[0]
+    assert header.startswith("device,time,file,sha256,status")
+    state = json.loads(sub.on("/state")[-1][1])
+    assert state["records"] == 200 and sum(state["counts"].values()) == state["faces_total"] == 200
+    avail = [p for _, p, _ in sub.on("/availability")]
+    assert avail[0] == b"online" and avail[-1] == b"offline"        # said on a clean stop
+
+
+def test_broker_away_while_100_files_arrive_loses_nothing(tmp_path, device_model, broker, secret):
+    col = Collect(broker.url(), tmp_path / "central", secret, tmp_path / "collect.log").start()
+    d = mqtt_daemon(tmp_path, device_model, broker, secret).start()
+    try:
+        drop(d, 0, 20)
+        wait_until(lambda: len(col.records()) == 20, "the first 20 collected", d)
+        broker.stop()
+        drop(d, 20, 100)
+        wait_until(lambda: d.n_records() == 120, "120 records written while the broker is away", d)
+        assert "lost the connection" in d.log_text()
+        broker.start()
+        wait_until(lambda: len(col.records()) >= 120, "all 120 collected after the broker came back", d, timeout=60)
+        assert d.signal(signal.SIGTERM) == 0
+    finally:
+        col.stop()
+    central = col.records()
+    assert len(central) == 120 and len({r["id"] for r in central}) == 120
+    assert {r["sha256"] for r in central} == {r["sha256"] for r in d.records()}
+
+
+def test_kill_9_mid_publish_then_restart_loses_nothing(tmp_path, device_model, broker, secret):
+    sub = Subscriber(broker, "fleet/+/result")
+    col = Collect(broker.url(), tmp_path / "central", secret, tmp_path / "collect.log").start()
+    d = mqtt_daemon(tmp_path, device_model, broker, secret).start()
+    try:
+        drop(d, 0, 150)
+        wait_until(lambda: 0 < len(sub.on("/result")), "publishing to begin", d)
+        d.kill9()
+        d.start()
+        wait_until(lambda: d.n_records() == 150, "150 records", d)
+        wait_until(lambda: len(col.records()) == 150, "150 collected", d, timeout=60)
+        assert d.signal(signal.SIGTERM) == 0
+        time.sleep(0.5)
+    finally:
+        col.stop()
+        sub.close()
+    ids = published_ids(sub)
+    assert set(ids) == {r["id"] for r in col.records()} and len(set(ids)) == 150
+    # repeats are allowed (at least once) and the collector dropped them
+    assert len(col.records()) == 150
+
+
+def test_a_refusing_or_absent_broker_is_logged_and_publishing_resumes(tmp_path, device_model, broker, secret):
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("not-the-password\n")
+    newcomer = broker.url().replace(f"{USER}@", "newcomer@")            # a user the broker does not know yet
+    d = Daemon(tmp_path / "a", device_model, "--mqtt", newcomer, "--mqtt-password-file", str(wrong),
+               "--mqtt-device", "pi-a").start()
+    drop(d, 0, 5)
+    wait_until(lambda: d.n_records() == 5, "records written though the broker refuses", d)
+    wait_until(lambda: "the broker refused" in d.log_text() and "--mqtt-password-file" in d.log_text(),
+               "a clear log line", d)
+    # the broker learns this user (mosquitto reloads its password file on SIGHUP): publishing resumes
+    sub = Subscriber(broker, "fleet/pi-a/result")
+    subprocess.run([PASSWD, "-b", str(broker.pwfile), "newcomer", "not-the-password"], check=True,
+                   capture_output=True)
+    broker.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: len(sub.on("/result")) == 5, "the 5 records published once accepted", d, timeout=60)
+    assert d.signal(signal.SIGTERM) == 0
+    sub.close()
+
+    # nothing listening at all: records are written, and all arrive once a broker is there
+    late = Mosquitto(tmp_path / "late")
+    e = Daemon(tmp_path / "b", device_model, "--mqtt", late.url(), "--mqtt-password-file", str(secret),
+               "--mqtt-device", "pi-b").start()
+    try:
+        drop(e, 0, 5)
+        wait_until(lambda: e.n_records() == 5, "records written with no broker", e)
+        late.start()
+        sub = Subscriber(late, "fleet/pi-b/result")
+        wait_until(lambda: len(sub.on("/result")) == 5, "the 5 records published once the broker is up", e,
+                   timeout=60)
+        assert e.signal(signal.SIGTERM) == 0
+        sub.close()
+    finally:
+        late.stop()
+
+
+def test_home_assistant_discovery_payloads_and_their_removal(tmp_path, device_model, broker, secret):
+    from edgeemo.labels import LABELS
+    d = mqtt_daemon(tmp_path, device_model, broker, secret, "--mqtt-ha-discovery").start()
+    drop(d, 0, 3)
+    wait_until(lambda: d.n_records() == 3, "3 records", d)
+    sub = Subscriber(broker, "homeassistant/#", "fleet/pi-kitchen/state")     # retained: delivered on subscribe
+    wait_until(lambda: len(sub.on("/config")) >= 3 + len(LABELS), "the discovery topics", d)
+    wait_until(lambda: sub.on("/state") and json.loads(sub.on("/state")[-1][1])["records"] == 3, "the state", d)
+    configs = {t: json.loads(p) for t, p, r in sub.on("/config") if r}
+    assert len(configs) == 3 + len(LABELS)
+    state = json.loads(sub.on("/state")[-1][1])
+    for topic, cfg in configs.items():
+        assert topic.startswith("homeassistant/") and cfg["unique_id"].startswith("edgeemo_pi-kitchen")
+        assert cfg["device"]["identifiers"] == ["edgeemo_pi-kitchen"]
+        if "binary_sensor" in topic:
+            assert cfg["state_topic"] == "fleet/pi-kitchen/availability"
+        else:
+            assert cfg["state_topic"] == "fleet/pi-kitchen/state"
+            assert cfg["availability_topic"] == "fleet/pi-kitchen/availability"
+            key = cfg["value_template"].split("value_json.")[1].split()[0]
+            node = state
+            for part in key.split("."):                       # the template names a key the state has
+                node = node[part]
+    assert d.signal(signal.SIGTERM) == 0
+    sub.close()
+    res = subprocess.run([sys.executable, "-m", "edgeemo.cli", "mqtt-forget", broker.url(), "--device", "pi-kitchen",
+                          "--mqtt-password-file", str(secret)], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    after = Subscriber(broker, "homeassistant/#")
+    time.sleep(1.0)
+    assert after.on("/config") == []                 # no retained discovery topic left
+    after.close()
+
+
+def test_metrics_file_and_status(tmp_path, device_model, broker, secret):
+    pytest.importorskip("prometheus_client", reason="needs the [metrics] extra")
+    metrics = tmp_path / "metrics.prom"
+    d = mqtt_daemon(tmp_path, device_model, broker, secret, "--metrics-file", str(metrics)).start()
+    drop(d, 0, 12)
+    (d.inbox / "bad.jpg").write_bytes(b"not an image")
+    wait_until(lambda: d.n_records() == 13, "13 records", d)
+    text = ""
+
+    def written():
+        nonlocal text
+        text = metrics.read_text() if metrics.exists() else ""
+        return 'edgeemo_images_total{status="ok"} 12.0' in text and "edgeemo_mqtt_backlog_bytes 0.0" in text
+    wait_until(written, "the metrics file with 13 records", d, timeout=30)
+    assert 'edgeemo_images_total{status="unreadable"} 1.0' in text
+    assert "edgeemo_mqtt_connected 1.0" in text and "edgeemo_resident_memory_bytes" in text
+    faces = sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("edgeemo_faces_total{"))
+    assert faces == 12
+    res = subprocess.run([sys.executable, "-m", "edgeemo.cli", "status", str(metrics)], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0 and "ok 12" in res.stdout and "unreadable 1" in res.stdout, res.stdout + res.stderr
+    assert "mqtt    connected" in res.stdout
+    assert d.signal(signal.SIGTERM) == 0
+
+
+def test_mqtt_settings_are_checked_at_start(tmp_path, device_model):
+    from edgeemo.config import load_file
+    cfg = tmp_path / "edgeemo.toml"
+    cfg.write_text('inbox = "in"\n[mqtt]\nurl = "mqtt://pi@broker.local/home"\npassword-file = "pw"\n'
+                   'ha-discovery = true\n')
+    got = load_file(cfg)
+    assert got["mqtt"] == "mqtt://pi@broker.local/home" and got["mqtt-ha-discovery"] is True
+    assert got["mqtt-password-file"] == tmp_path / "pw"
+    cfg.write_text('[mqtt]\nurl = "mqtt://pi:secret@broker.local"\n')
+    with pytest.raises(Exception, match="no password in the address"):
+        load_file(cfg)
+    cfg.write_text('[mqtt]\nbroker = "x"\n')
+    with pytest.raises(Exception, match=r"unknown key 'broker' in \[mqtt\]"):
+        load_file(cfg)
+    res = subprocess.run([sys.executable, "-m", "edgeemo.cli", "watch", str(tmp_path), "--model", str(device_model),
+                          "--mqtt", "http://broker"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "expected mqtt://" in res.stderr

@@ -81,6 +81,7 @@ STATE=/var/lib/edgeemo
 SERVICE_USER=edgeemo
 UNITS=(edgeemo.service edgeemo-camera.service edgeemo@.service)
 MAIN_UNIT=edgeemo.service
+DROPIN=network.conf                                # $UNITDIR/$MAIN_UNIT.d/: the broker's network, when configured
 if [[ $CAMERA -eq 1 ]]; then MAIN_UNIT=edgeemo-camera.service; fi
 
 root() { printf '%s%s' "$DESTDIR" "$1"; }          # a system path, under DESTDIR if set
@@ -124,6 +125,34 @@ install_config() {                                 # SRC DEST: never overwrite t
         say "kept your $dest; the shipped version is in $dest.dist: compare them (diff $dest $dest.dist)"
     fi
     system chgrp "$SERVICE_USER" "$dest"
+}
+
+config_needs() {                                   # VENV: what the main unit's config asks for (MQTT, metrics)
+    local py=$1/bin/python conf dropin_dir reqs text
+    conf="$(root "$ETC/edgeemo.toml")"
+    if [[ $CAMERA -eq 1 ]]; then conf="$(root "$ETC/edgeemo-camera.toml")"; fi
+    dropin_dir="$(root "$UNITDIR/$MAIN_UNIT.d")"
+    if [[ ! -x $py || ! -f $conf ]] || ! "$py" -c 'import edgeemo.deployment' 2>/dev/null; then
+        say "skipped: checking $conf for MQTT and metrics (edgeemo is not installed in $1 yet)"
+        return
+    fi
+    # the extras it needs (paho-mqtt for [mqtt], prometheus-client for metrics-file)
+    reqs="$("$py" -m edgeemo.deployment requirements "$conf")" || die "$conf: not usable (see above)"
+    if [[ -n $reqs ]]; then
+        mapfile -t req_list <<<"$reqs"
+        run "$py" -m pip install --disable-pip-version-check "${req_list[@]}"
+    fi
+    # network for the broker only: a drop-in beside the unit (removed when the config names no broker)
+    text="$("$py" -m edgeemo.deployment dropin "$conf")" || die "$conf: cannot set up the broker's network (see above)"
+    if [[ -n $text ]]; then
+        local tmp; tmp="$(mktemp)"
+        printf '%s\n' "$text" >"$tmp"
+        install_file "$tmp" "$dropin_dir/$DROPIN" 0644
+        rm -f "$tmp"
+    elif [[ -f $dropin_dir/$DROPIN ]]; then
+        run rm -f "$dropin_dir/$DROPIN"
+        did removed "$dropin_dir/$DROPIN"
+    fi
 }
 
 check_platform() {
@@ -204,6 +233,7 @@ sys.exit("TensorFlow is importable in the venv; the device needs only edgeemo it
     for u in "${UNITS[@]}"; do
         install_file "$SRC_DIR/systemd/$u" "$(root "$UNITDIR/$u")" 0644
     done
+    config_needs "$venv_dir"
 
     system systemctl daemon-reload
     system systemctl enable "$MAIN_UNIT"
@@ -234,6 +264,11 @@ do_uninstall() {
         if [[ -e $(root "$UNITDIR/$u") ]]; then
             run rm -f "$(root "$UNITDIR/$u")"
             did removed "$(root "$UNITDIR/$u")"
+        fi
+        if [[ -e $(root "$UNITDIR/$u.d/$DROPIN") ]]; then
+            run rm -f "$(root "$UNITDIR/$u.d/$DROPIN")"
+            did removed "$(root "$UNITDIR/$u.d/$DROPIN")"
+            run rmdir --ignore-fail-on-non-empty "$(root "$UNITDIR/$u.d")"
         fi
     done
     system systemctl daemon-reload

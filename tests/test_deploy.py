@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -112,3 +113,30 @@ def test_refuses_without_root_unless_staging(tmp_path):
     assert bad.returncode == 1 and "--purge goes with --uninstall" in bad.stderr
     unknown = install("--frobnicate", check=False, destdir=tmp_path)
     assert unknown.returncode == 1 and "unknown option --frobnicate" in unknown.stderr
+
+
+def test_a_config_naming_a_broker_gets_its_extra_and_the_network_dropin(tmp_path):
+    """Issue 11: the installer installs paho-mqtt when the config names a broker, and writes the drop-in that
+    lets the unit reach that broker only; without a broker the drop-in is removed again."""
+    root = tmp_path / "root"
+    venv = root / "opt/edgeemo/venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    # the venv sees this checkout's edgeemo and its packages (paho-mqtt among them): nothing is downloaded
+    import site
+    import sysconfig
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)}))
+    here = [p for p in site.getsitepackages() if Path(p).exists()]
+    (purelib / "edgeemo-test.pth").write_text("import site; " + "; ".join(f"site.addsitedir({p!r})" for p in here) + "\n")
+    conf = root / "etc/edgeemo/edgeemo.toml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text((ROOT / "deploy/edgeemo.toml").read_text() + '\n[mqtt]\nurl = "mqtt://pi@192.0.2.7:1884/home"\n')
+    out = install("--dry-run", "--no-package", "--python", sys.executable, destdir=root).stdout
+    assert re.search(r"pip install --disable-pip-version-check \S*paho-mqtt", out), out
+    drop = root / "etc/systemd/system/edgeemo.service.d/network.conf"
+    assert not drop.exists()                                  # a dry run changes nothing
+    install("--no-package", "--python", sys.executable, destdir=root)
+    text = drop.read_text()
+    assert "IPAddressAllow=localhost 192.0.2.7" in text and "PrivateNetwork=no" in text
+    conf.write_text((ROOT / "deploy/edgeemo.toml").read_text())    # the broker taken out of the config
+    again = install("--no-package", "--python", sys.executable, destdir=root).stdout
+    assert not drop.exists() and "removed" in again

@@ -339,3 +339,22 @@ def test_mqtt_settings_are_checked_at_start(tmp_path, device_model):
     res = subprocess.run([sys.executable, "-m", "edgeemo.cli", "watch", str(tmp_path), "--model", str(device_model),
                           "--mqtt", "http://broker"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "expected mqtt://" in res.stderr
+
+
+def test_the_camera_daemon_publishes_its_frames(tmp_path, device_model, broker, secret):
+    """`watch --camera ... --mqtt`: each frame's record reaches the broker, as the folder daemon's do."""
+    from test_watch_camera import Camera, make_video
+    video = make_video(tmp_path / "cam.avi")
+    sub = Subscriber(broker, "fleet/+/result")
+    c = Camera(tmp_path, device_model, "--camera", str(video), "--interval", "0.05", "--detector", "none",
+               "--mqtt", broker.url(), "--mqtt-password-file", str(secret), "--mqtt-device", "door-cam")
+    try:
+        wait_until(lambda: len(c.records()) >= 6 and len(sub.on("door-cam/result")) >= 6, "6 frames published",
+                   timeout=60)
+        assert c.stop() == 0
+    finally:
+        c.kill()
+        sub.close()
+    local = {r["frame_time"] for r in c.records()}
+    msgs = [json.loads(p) for _, p, _ in sub.on("door-cam/result")]
+    assert {m["frame_time"] for m in msgs} == local and all(m["camera"] == str(video) for m in msgs)

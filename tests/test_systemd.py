@@ -119,3 +119,34 @@ def test_template_keeps_instances_apart():
     assert t["Service.ExecStart"][0].endswith("--config /etc/edgeemo/%i.toml")
     assert t["Service.StateDirectory"] == ["edgeemo/%i"] and t["Service.ReadWritePaths"] == ["/var/lib/edgeemo/%i"]
     assert t["Install.WantedBy"] == ["multi-user.target"]
+
+
+@needs_analyze
+@pytest.mark.parametrize("name, as_name, config_name", [("edgeemo.service", None, "edgeemo.toml"),
+                                                        ("edgeemo-camera.service", None, "edgeemo-camera.toml")])
+def test_exposure_with_the_mqtt_network_dropin_stays_low(tmp_path, name, as_name, config_name, capsys):
+    """Issue 11: a config naming a broker gets the drop-in the installer writes (network to the broker only);
+    the exposure score with it stays <= 2.0. Both figures are printed."""
+    from edgeemo import deployment
+    conf = tmp_path / config_name
+    conf.write_text((ROOT / "deploy" / config_name).read_text() + '\n[mqtt]\nurl = "mqtt://pi@192.0.2.10/home"\n')
+    text = deployment.dropin(config.load_file(conf), str(conf))
+    assert "IPAddressAllow=localhost 192.0.2.10" in text and "PrivateNetwork=no" in text
+
+    def score(unit_text: str) -> float:
+        p = tmp_path / (as_name or name)
+        p.write_text(unit_text)
+        r = subprocess.run([ANALYZE, "security", "--offline=yes", str(p)], capture_output=True, text=True)
+        if r.returncode != 0 and "offline" in r.stderr:
+            pytest.skip("this systemd-analyze cannot score unit files offline")
+        m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout)
+        assert m, r.stdout + r.stderr
+        return float(m.group(1))
+
+    plain = staged(tmp_path, name, as_name).read_text()
+    body = "\n".join(ln for ln in text.splitlines() if not ln.startswith(("#", "[")))
+    with_mqtt = plain.replace("[Install]", body + "\n\n[Install]")
+    without, with_ = score(plain), score(with_mqtt)
+    with capsys.disabled():
+        print(f"\n{name}: exposure {without} without MQTT, {with_} with the broker drop-in")
+    assert with_ <= 2.0 and with_ >= without

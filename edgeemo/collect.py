@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import SetupError
 from .labels import LABELS
-from .mqtt import Broker, make_client, reason_text
+from .mqtt import Broker, diagnose, make_client, reason_text
 from .results import _AppendFile, _csv_encode, csv_columns, csv_rows, escape_cell
 
 log = logging.getLogger("edgeemo")
@@ -44,6 +44,7 @@ class Collector:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_connect_fail = self._on_connect_fail
         self._refused = None
 
     def _load_seen(self) -> set[tuple[str, str]]:
@@ -79,6 +80,12 @@ class Collector:
         client.subscribe(topic, qos=1)
         log.info("collecting %s from %s into %s (%s)", topic, self.broker, self.out,
                  "session resumed" if flags.session_present else "new session")
+
+    def _on_connect_fail(self, _c, _u):
+        text = diagnose(self.broker)
+        if text != self._refused:
+            log.error("MQTT %s: %s; retrying every 1 to 30 s", self.broker, text)
+            self._refused = text
 
     def _on_disconnect(self, _c, _u, _f, rc, _p=None):
         if not self.stop_event.is_set():

@@ -135,6 +135,29 @@ def reason_text(rc) -> str:
     return REFUSED.get(text, f"the broker refused the connection ({text})")
 
 
+def diagnose(broker: Broker) -> str:
+    """Why a connection to ``broker`` fails, in words (paho reports only that it failed)."""
+    import ssl
+    try:
+        sock = socket.create_connection((broker.host, broker.port), timeout=5)
+    except OSError as exc:
+        return f"cannot reach {broker.host}:{broker.port} ({exc.strerror or exc})"
+    with sock:
+        if broker.tls:
+            try:
+                ctx = ssl.create_default_context(cafile=str(broker.ca) if broker.ca else None)
+                with ctx.wrap_socket(sock, server_hostname=broker.host):
+                    pass
+            except ssl.SSLCertVerificationError as exc:
+                return (f"its TLS certificate is not trusted ({exc.verify_message}); give the broker's CA "
+                        f"certificate with --mqtt-ca")
+            except (ssl.SSLError, OSError) as exc:
+                return f"the TLS handshake failed ({exc})"
+        elif broker.port == 8883:
+            return "port 8883 is usually TLS: use mqtts://"
+    return "the connection failed (see the broker's log)"
+
+
 def message_id(offset: int, line: bytes) -> str:
     return f"{offset}-{hashlib.sha1(line).hexdigest()[:12]}"
 
@@ -236,6 +259,7 @@ class Publisher:
         self.client = make_client(broker, f"edgeemo-{device}-{os.getpid()}", will=(f"{self.base}/availability", "offline"))
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self.connected = threading.Event()
         self.stop_event = threading.Event()
         self.published = 0
@@ -261,6 +285,13 @@ class Publisher:
             for topic, payload in discovery_configs(self.broker.prefix, self.device, self.labels).items():
                 client.publish(topic, json.dumps(payload), qos=1, retain=True)
         self.connected.set()
+
+    def _on_connect_fail(self, _client, _userdata):
+        text = diagnose(self.broker)
+        if text != self._refused:
+            log.error("MQTT %s: %s; records are still written to %s and will be published once it connects "
+                      "(retrying every 1 to 30 s)", self.broker, text, self.outbox.results)
+            self._refused = text
 
     def _on_disconnect(self, _client, _userdata, _flags, rc, _props=None):
         if self.connected.is_set() and not self.stop_event.is_set():

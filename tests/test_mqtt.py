@@ -36,8 +36,9 @@ def free_port() -> int:
 class Mosquitto:
     """A mosquitto on a free loopback port with a password file and persistence (sessions survive a restart)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, tls: dict | None = None):
         self.root = root
+        self.tls = tls
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.pwfile = root / "passwd"
@@ -48,7 +49,8 @@ class Mosquitto:
         me = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(f"{me}listener {self.port} 127.0.0.1\nallow_anonymous false\npassword_file {self.pwfile}\n"
                              f"persistence true\npersistence_location {root}/\nautosave_interval 1\n"
-                             f"max_queued_messages 100000\nlog_dest file {root}/broker.log\n")
+                             f"max_queued_messages 100000\nlog_dest file {root}/broker.log\n"
+                             + "".join(f"{k} {v}\n" for k, v in (tls or {}).items()))
         self.proc = None
 
     def start(self) -> "Mosquitto":
@@ -69,7 +71,7 @@ class Mosquitto:
             self.proc.wait(10)
 
     def url(self, prefix: str = "fleet") -> str:
-        return f"mqtt://{USER}@127.0.0.1:{self.port}/{prefix}"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{USER}@127.0.0.1:{self.port}/{prefix}"
 
 
 @pytest.fixture()
@@ -253,6 +255,7 @@ def test_a_refusing_or_absent_broker_is_logged_and_publishing_resumes(tmp_path, 
     try:
         drop(e, 0, 5)
         wait_until(lambda: e.n_records() == 5, "records written with no broker", e)
+        wait_until(lambda: "cannot reach 127.0.0.1" in e.log_text(), "a clear log line", e)
         late.start()
         sub = Subscriber(late, "fleet/pi-b/result")
         wait_until(lambda: len(sub.on("/result")) == 5, "the 5 records published once the broker is up", e,
@@ -358,3 +361,65 @@ def test_the_camera_daemon_publishes_its_frames(tmp_path, device_model, broker, 
     local = {r["frame_time"] for r in c.records()}
     msgs = [json.loads(p) for _, p, _ in sub.on("door-cam/result")]
     assert {m["frame_time"] for m in msgs} == local and all(m["camera"] == str(video) for m in msgs)
+
+
+def test_the_collector_stopped_meanwhile_gets_everything_once(tmp_path, device_model, broker, secret):
+    """`collect` keeps a persistent session: what was published while it was stopped arrives when it comes
+    back, and a message it already wrote (acknowledged or not) is not written twice."""
+    central = tmp_path / "central"
+    col = Collect(broker.url(), central, secret, tmp_path / "collect.log").start()
+    d = mqtt_daemon(tmp_path, device_model, broker, secret).start()
+    try:
+        drop(d, 0, 30)
+        wait_until(lambda: len(col.records()) == 30, "30 collected", d)
+        assert col.stop() == 0
+        drop(d, 30, 50)
+        wait_until(lambda: d.n_records() == 80, "80 records", d)
+        col.start()
+        wait_until(lambda: len(col.records()) >= 80, "the 50 published while the collector was stopped", d)
+        assert d.signal(signal.SIGTERM) == 0
+        time.sleep(0.5)
+    finally:
+        col.stop()
+    recs = col.records()
+    assert len(recs) == 80 and len({r["id"] for r in recs}) == 80
+    assert "session resumed" in (tmp_path / "collect.log").read_text()
+
+
+def test_mqtts_with_the_brokers_ca(tmp_path, device_model, secret):
+    """mqtts:// with --mqtt-ca: the broker's certificate is checked against the given CA (and its address)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs openssl to make a test CA")
+    pki = tmp_path / "pki"
+    pki.mkdir()
+
+    def ssl(*args):
+        subprocess.run([openssl, *args], cwd=pki, check=True, capture_output=True)
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+        "-subj", "/CN=edgeemo test CA")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1")
+    (pki / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
+        "server.crt", "-days", "2", "-extfile", "san.ext")
+    b = Mosquitto(tmp_path / "tls-broker", tls={"cafile": pki / "ca.crt", "certfile": pki / "server.crt",
+                                                "keyfile": pki / "server.key"}).start()
+    try:
+        d = Daemon(tmp_path / "d", device_model, "--mqtt", b.url(), "--mqtt-ca", str(pki / "ca.crt"),
+                   "--mqtt-password-file", str(secret), "--mqtt-device", "pi-tls",
+                   "--metrics-file", str(tmp_path / "m.prom")).start()
+        drop(d, 0, 5)
+        wait_until(lambda: "edgeemo_mqtt_published_total 5.0" in ((tmp_path / "m.prom").read_text()
+                                                                  if (tmp_path / "m.prom").exists() else ""),
+                   "5 records acknowledged over TLS", d, timeout=30)
+        assert d.signal(signal.SIGTERM) == 0
+        # without the CA, the certificate is not trusted: nothing is published, and the log says why
+        e = Daemon(tmp_path / "e", device_model, "--mqtt", b.url(), "--mqtt-password-file", str(secret),
+                   "--mqtt-device", "pi-untrusting").start()
+        drop(e, 0, 2)
+        wait_until(lambda: e.n_records() == 2, "records written", e)
+        wait_until(lambda: "certificate is not trusted" in e.log_text(), "a log line about the certificate", e,
+                   timeout=30)
+        assert e.signal(signal.SIGTERM) == 0
+    finally:
+        b.stop()

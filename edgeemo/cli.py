@@ -282,6 +282,47 @@ def status(
     typer.echo(f"{metrics_file}:\n" + metrics.describe(samples, age))
 
 
+@app.command()
+def report(
+    results: list[Path] = typer.Argument(..., help="results.jsonl files (classify, watch, a camera, collect)."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="The HTML page to write [report.html]."),
+    since: Optional[str] = typer.Option(None, "--since", help="Only records from this time on (ISO 8601, e.g. "
+                                        "2026-11-01 or 2026-11-01T08:00; UTC unless a zone is given)."),
+    until: Optional[str] = typer.Option(None, "--until", help="Only records before this time (ISO 8601)."),
+    by: str = typer.Option("hour", "--by", help="Timeline buckets: hour or day."),
+    truth: Optional[str] = typer.Option(None, "--truth", help="folders: the true label is the parent folder's "
+                                        "name (a class-folder tree): accuracy, macro-F1, confusion matrix."),
+    gallery: int = typer.Option(0, "--gallery", help="Thumbnails of the N least confident faces, cut from the "
+                                "pictures that are still there (off by default: privacy)."),
+    as_json: Optional[Path] = typer.Option(None, "--json", help="Also write the figures as JSON here."),
+):
+    """One self-contained HTML page from result records: counts, emotions over time, confidence, face sizes,
+    errors, and accuracy against folder names. Needs the [report] extra (matplotlib)."""
+    from . import report as rp
+    if by not in ("hour", "day"):
+        raise typer.BadParameter(f"{by!r}: hour or day", param_hint="--by")
+    if truth not in (None, "folders"):
+        raise typer.BadParameter(f"{truth!r}: the only source of truth is 'folders'", param_hint="--truth")
+    window = []
+    for name, value in (("--since", since), ("--until", until)):
+        t = rp.parse_time(value) if value else None
+        if value and t is None:
+            raise typer.BadParameter(f"{value!r}: not an ISO 8601 date or time", param_hint=name)
+        window.append(t)
+    rp._plt()                       # the extra is there, before reading a million records
+    fig, tally = rp.build(results, by, window[0], window[1], truth, gallery,
+                          warn=lambda m: typer.echo(f"edgeemo: warning: {m}", err=True))
+    page = rp.render(fig, tally, [str(p) for p in results])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, out)
+    if as_json:
+        as_json.write_text(json.dumps(fig, indent=1) + "\n", encoding="utf-8")
+    typer.echo(rp.summary_text(fig))
+    typer.echo(f"wrote {out}" + (f" and {as_json}" if as_json else ""), err=True)
+
+
 @app.command("mqtt-forget")
 def mqtt_forget(
     url: str = typer.Argument(..., help="mqtt://[user@]host[:port][/prefix], as given to watch --mqtt."),

@@ -44,9 +44,10 @@ def parse_time(value) -> dt.datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=dt.timezone.utc)
 
 
-def read_records(paths: Iterable[Path], counts: Counter) -> Iterator[dict]:
+def read_records(paths: Iterable[Path], counts: Counter, warn=log.warning) -> Iterator[dict]:
     """Records from JSON Lines files, one at a time. A line that is not a JSON object (torn by a power cut,
-    edited by hand) is skipped with a warning; ``counts['malformed']`` says how many."""
+    edited by hand) is skipped with a warning (the first five; ``warn``); ``counts['malformed']`` says how
+    many."""
     for path in paths:
         try:
             fh = open(path, "rb")
@@ -63,7 +64,7 @@ def read_records(paths: Iterable[Path], counts: Counter) -> Iterator[dict]:
                 except ValueError:
                     counts["malformed"] += 1
                     if counts["malformed"] <= 5:
-                        log.warning("%s, line %d: not a result record (torn or malformed); skipped", path, n)
+                        warn(f"{path}, line {n}: not a result record (torn or malformed); skipped")
                     continue
                 yield rec
 
@@ -422,13 +423,15 @@ def render(fig: dict, tally: Tally, sources: list[str]) -> str:
         chart_faces_per_image=ch["faces_per_image"], chart_sizes=ch["sizes"], truth=truth, gallery=gallery)
 
 
-def build(paths: list[Path], by: str = "hour", since=None, until=None, truth=None, gallery: int = 0) -> tuple[dict, Tally]:
+def build(paths: list[Path], by: str = "hour", since=None, until=None, truth=None, gallery: int = 0,
+          warn=log.warning) -> tuple[dict, Tally]:
+    """Read every record once; (figures, the Tally they came from)."""
     counts: Counter = Counter()
     tally = Tally(by, since, until, truth, gallery)
-    for rec in read_records(paths, counts):
+    for rec in read_records(paths, counts, warn):
         tally.add(rec)
     if counts["malformed"] > 5:
-        log.warning("%d malformed lines skipped in all", counts["malformed"])
+        warn(f"{counts['malformed']} malformed lines skipped in all")
     return tally.figures(counts["malformed"]), tally
 
 

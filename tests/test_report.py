@@ -197,3 +197,15 @@ def test_a_missing_extra_is_named(tmp_path, scene_results):
 
 
 
+
+
+def test_gallery_shows_the_least_confident_faces_only_when_asked(scene_results, tmp_path):
+    recs = records(scene_results)
+    confs = sorted(f["confidence"] for r in recs for f in r["faces"])
+    assert run("report", scene_results, "--out", tmp_path / "plain.html").exit_code == 0
+    assert "data:image/jpeg" not in (tmp_path / "plain.html").read_text()         # off by default: privacy
+    assert run("report", scene_results, "--gallery", 3, "--out", tmp_path / "g.html").exit_code == 0
+    page = (tmp_path / "g.html").read_text()
+    thumbs = re.findall(r'<img alt="(\w+) (\d\.\d\d): ', page)
+    assert len(thumbs) == 3 and page.count("data:image/jpeg;base64,") == 3
+    assert [float(c) for _, c in thumbs] == [round(c, 2) for c in confs[:3]]

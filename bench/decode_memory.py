@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -149,8 +148,8 @@ def main() -> int:
             scale = f"1/{imageio.decode_plan(data, fmt, *imageio.header_size(data, fmt))[0]}"
             print(f"{label:32} {p.stat().st_size / 1e6:7.1f}MB  {r['status']:10} {scale:>10} {r['rss_mb']:7.0f}MB"
                   + (f"   {r['error'][:90]}" if r["error"] else ""))
-        print(f"\nLargest picture decoded whole, by MemoryMax (megapixels; from imageio.decode_plan, which the rows "
-              f"above check; the 50-megapixel limit applies to all):")
+        print("\nLargest picture decoded whole, by MemoryMax (megapixels; from imageio.decode_plan, which the rows "
+              "above check; the 50-megapixel limit applies to all):")
         kinds = (("JPEG", "jpeg", None), ("PNG RGB 8-bit", "png", (8, 2)), ("PNG RGBA 8-bit", "png", (8, 6)),
                  ("PNG RGBA 16-bit", "png", (16, 6)))
         print(f"  {'MemoryMax':>9}  {'budget':>7}  " + "  ".join(f"{k:>15}" for k, _, _ in kinds))

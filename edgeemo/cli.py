@@ -5,10 +5,10 @@ edgeemo_convert (and TensorFlow) only when they run.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections import Counter
@@ -38,6 +38,12 @@ class _Commands(TyperGroup):
         if name in WORKSTATION_COMMANDS and name not in self.commands:
             return _workstation_commands().get(name)
         return super().get_command(ctx, name)
+
+    def parse_args(self, ctx, args):
+        # `classify --resume` takes an optional value (--resume=hash); a bare --resume means --resume=stat
+        if args and args[0] == "classify":
+            args = [("--resume=stat" if a == "--resume" else a) for a in args]
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:
@@ -111,52 +117,124 @@ def classify(
     min_face: int = typer.Option(24, "--min-face", help="Smallest face side to detect, in pixels."),
     max_faces: int = typer.Option(50, "--max-faces", help="At most this many faces per image (largest first)."),
     score_threshold: float = typer.Option(0.6, "--score-threshold", help="Detector score threshold (YuNet)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Worker processes [the usable cores]; 1 = one "
+                                       "process. With more, records are written in completion order."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="With --out: skip inputs that already have a "
+                                         "record (same path, size and mtime; --resume=hash: same path and sha256)."),
 ):
     """Classify the faces in images; one record per image (JSON Lines and/or CSV)."""
-    from . import annotate as ann
-    from .pipeline import iter_inputs
+    from . import batch
     from .results import ResultFiles, StdoutWriter
 
     formats = _formats(fmt, ["jsonl", "csv"] if out else ["jsonl"])
     if out is None and len(formats) != 1:
         raise typer.BadParameter("standard output takes one format; use --out DIR for both", param_hint="--format")
+    if resume is not None and (resume not in ("stat", "hash") or out is None or "jsonl" not in formats):
+        raise typer.BadParameter("--resume (or --resume=hash) needs --out DIR with results.jsonl in it",
+                                 param_hint="--resume")
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    jobs = usable if jobs is None else jobs
+    if jobs < 1:
+        raise typer.BadParameter(f"{jobs}: at least 1", param_hint="--jobs")
     clf = _make_classifier(model, detector, detector_model, threads, min_face, max_faces, score_threshold)
-    results = ResultFiles(out, formats, clf.labels) if out else StdoutWriter(formats[0], clf.labels)
+    results = ResultFiles(out, formats, clf.labels, repair=resume is not None) if out else \
+        StdoutWriter(formats[0], clf.labels)
+    done = batch.Done.load(out / "results.jsonl", resume) if resume else None
+    if done is not None:
+        typer.echo(f"edgeemo: resuming: {len(done):,} inputs in {out / 'results.jsonl'} are skipped", err=True)
 
-    inputs = list(iter_inputs(paths, recursive))
+    inputs = batch.walk(paths, recursive)
+    first = [p for _, p in zip(range(2), inputs)]
+    if len(first) < 2:
+        jobs = 1                                       # one input: no worker to start
+    import itertools
+    inputs = itertools.chain(first, inputs)
     roots = [p for p in paths if p.is_dir()]
-    status, labels, n_faces = Counter(), Counter(), 0
+    status, labels, n_faces, skipped = Counter(), Counter(), 0, 0
     t0 = time.perf_counter()
-    show_bar = sys.stderr.isatty() and len(inputs) > 1
-    with typer.progressbar(inputs, label="classifying", file=sys.stderr, show_pos=True) if show_bar \
-            else contextlib.nullcontext(inputs) as bar:
-        for path in bar:
-            result = clf.analyze(path)
-            rec = result.record
+    progress = batch.Progress(sys.stderr, lambda: batch.count(paths, recursive)) \
+        if sys.stderr.isatty() and len(first) > 1 else None
+    stop = {"signal": None}
+
+    def on_signal(signum, _frame):
+        stop["signal"] = signum
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def write(rec: dict) -> None:
+        nonlocal n_faces
+        try:
+            results.write(rec)
+        except OSError as exc:
+            _fail(f"cannot write results ({exc}); stopped after {sum(status.values())} images")
+        status[rec["status"]] += 1
+        n_faces += len(rec["faces"])
+        labels.update(f["label"] for f in rec["faces"])
+        if rec["status"] in ("unreadable", "error"):
+            log.warning("%s", rec["error"])
+        if progress:
+            progress.step()
+
+    try:
+        if jobs == 1:
+            for path in inputs:
+                if stop["signal"]:
+                    inputs = itertools.chain([path], inputs)
+                    break
+                if done is not None and done.has(path):
+                    skipped += 1
+                    continue
+                write(batch.classify_one(clf, path, annotate, roots))
+        else:
+            pool = batch.Pool(jobs, clf.options, annotate, roots, done)
+            crashes_in_a_row = 0
             try:
-                results.write(rec)
-            except OSError as exc:
-                _fail(f"cannot write results ({exc}); stopped after {sum(status.values())} images")
-            status[rec["status"]] += 1
-            n_faces += len(rec["faces"])
-            labels.update(f["label"] for f in rec["faces"])
-            if rec["status"] in ("unreadable", "error"):
-                log.warning("%s", rec["error"])
-            if annotate and result.image is not None:
-                root = next((r for r in roots if path.is_relative_to(r)), None)
-                try:
-                    ann.save(result.image.pixels, rec["faces"], ann.annotated_path(annotate, path, root),
-                             result.image.scale)
-                except OSError as exc:
-                    log.warning("%s: annotated copy not written (%s)", path, exc)
-    results.close()
+                exhausted = False
+                while True:
+                    if not stop["signal"] and not exhausted:
+                        for w in pool.idle():
+                            nxt = next(inputs, None)
+                            if nxt is None:
+                                exhausted = True
+                                break
+                            pool.give(w, nxt)
+                    if not pool.busy():
+                        break
+                    for kind, path, rec in pool.results(0.5):
+                        crashes_in_a_row = crashes_in_a_row + 1 if kind == "crash" else 0
+                        if kind == "skip":
+                            skipped += 1
+                        elif kind == "rec":
+                            write(rec)
+                        else:
+                            write(clf.record(path, "error", error=batch.crash_message(path, rec),
+                                             **batch.source_fields(Path(path))))
+                        if crashes_in_a_row > 2 * jobs + 2:
+                            _fail(f"the worker processes keep dying ({crashes_in_a_row} files in a row; the last "
+                                  f"{batch.crash_message(path, rec)}); is memory short? Try --jobs 1")
+            finally:
+                pool.close()
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+        if progress:
+            progress.end()
+        results.close()
     dt = time.perf_counter() - t0
     n = sum(status.values())
     per_label = ", ".join(f"{k} {v}" for k, v in labels.most_common()) or "none"
-    typer.echo(f"edgeemo: {n} images in {dt:.1f} s ({n / dt if dt > 0 else 0:.1f} images/s): {n_faces} faces "
+    typer.echo(f"edgeemo: {n} images in {dt:.1f} s ({n / dt if dt > 0 else 0:.1f} images/s, {jobs} "
+               f"process{'es' if jobs > 1 else ''}): {n_faces} faces "
                f"({per_label}); {status['no_face']} without a face; {status['unreadable']} unreadable; "
-               f"{status['error']} errors" + (f"; results in {', '.join(map(str, results.paths))}" if out else ""),
+               f"{status['error']} errors" + (f"; {skipped} skipped (already recorded)" if skipped else "")
+               + (f"; results in {', '.join(map(str, results.paths))}" if out else ""),
                err=True)
+    if stop["signal"]:
+        left = sum(1 for _ in inputs)
+        how = ("edgeemo classify " + " ".join(map(str, paths)) + (" --recursive" if recursive else "")
+               + f" --out {out} --resume") if out else "run it again with --out DIR, then --resume"
+        typer.echo(f"edgeemo: stopped by {signal.Signals(stop['signal']).name}: {left} inputs left; to go on: "
+                   f"{how}", err=True)
+        raise typer.Exit(128 + stop["signal"])
 
 
 @app.command()

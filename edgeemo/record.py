@@ -6,7 +6,8 @@ JSON Lines record::
      "faces": [{"box": [x, y, w, h], "score", "label", "confidence", "probs": {label: p}}],
      "model": {"name", "sha256"}, "time"}
 
-plus ``frame_time`` for camera frames. ``edgeemo.results`` encodes records as JSON Lines and CSV.
+plus ``frame_time`` for camera frames, ``size`` and ``mtime_ns`` of the input file for ``classify`` (what
+``--resume`` compares), ``device`` in records gathered by ``edgeemo collect``. ``edgeemo.results`` encodes records as JSON Lines and CSV.
 """
 from __future__ import annotations
 

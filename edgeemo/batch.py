@@ -1,0 +1,296 @@
+"""`edgeemo classify` at scale: a streaming walk, N worker processes, one writer, resumable.
+
+- ``walk`` streams the inputs with ``os.scandir``: it never lists a whole tree first (a folder of up to
+  SORT_LIMIT entries is taken in name order; a larger one in the order the filesystem gives).
+- ``Pool`` runs N worker processes, each with its own interpreter, model and detector. Each has its own
+  pipe and is given one file at a time, so the parent always knows which file a worker has in hand: a
+  worker that dies on a file (a decoder crash, the OOM killer) costs that file one ``error`` record and is
+  replaced; the run goes on. Records are written by the parent, in completion order.
+- ``Done`` is what ``--resume`` skips: the inputs that already have a record in ``results.jsonl``, keyed by
+  path, size and mtime (``--resume``) or path and sha256 (``--resume=hash``), held as a sorted array of
+  64-bit hashes (8 bytes per record).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import signal
+import stat
+import time
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+SORT_LIMIT = 10_000
+CRASH_ENV = "EDGEEMO_TEST_CRASH_ON"      # tests only: a worker exits abruptly on the file of this name
+
+
+def walk(paths: Iterable[str | os.PathLike], recursive: bool = False) -> Iterator[Path]:
+    """Files named, and the files inside named folders (hidden entries skipped inside folders; symbolic links
+    to files included; a path that does not exist is yielded as is, to get its record)."""
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            yield from _walk_dir(p, recursive)
+        else:
+            yield p
+
+
+def _walk_dir(folder: Path, recursive: bool) -> Iterator[Path]:
+    try:
+        it = os.scandir(folder)
+    except OSError:
+        return
+    with it:
+        batch: list[os.DirEntry] = []
+        streaming = False
+        for entry in it:
+            if entry.name.startswith("."):
+                continue
+            if streaming:
+                yield from _entry(entry, recursive)
+                continue
+            batch.append(entry)
+            if len(batch) > SORT_LIMIT:          # a huge folder: stream it in the filesystem's order
+                streaming = True
+                for e in batch:
+                    yield from _entry(e, recursive)
+                batch = []
+        for e in sorted(batch, key=lambda e: e.name):
+            yield from _entry(e, recursive)
+
+
+def _entry(e: os.DirEntry, recursive: bool) -> Iterator[Path]:
+    try:
+        if e.is_dir(follow_symlinks=not e.is_symlink()):
+            if recursive and not e.is_symlink():
+                yield from _walk_dir(Path(e.path), recursive)
+            return
+    except OSError:
+        pass
+    yield Path(e.path)
+
+
+def count(paths, recursive: bool) -> int:
+    """How many inputs ``walk`` yields (for the time left), without holding them."""
+    return sum(1 for _ in walk(paths, recursive))
+
+
+# --- resume -----------------------------------------------------------------------------------------------------
+
+def _key(*parts) -> int:
+    return int.from_bytes(hashlib.blake2b("\0".join(map(str, parts)).encode("utf-8", "surrogateescape"),
+                                          digest_size=8).digest(), "little")
+
+
+def stat_key(path: str, st: os.stat_result) -> int:
+    return _key("stat", os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def hash_key(path: str, sha256: str) -> int:
+    return _key("hash", os.path.abspath(path), sha256)
+
+
+class Done:
+    """The inputs already recorded in a results.jsonl (see the module's text)."""
+
+    def __init__(self, keys: np.ndarray, mode: str):
+        self.keys, self.mode = keys, mode
+
+    @classmethod
+    def load(cls, jsonl: Path, mode: str) -> "Done":
+        keys: list[int] = []
+        if jsonl.exists():
+            with open(jsonl, "rb") as fh:
+                for line in fh:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if not isinstance(rec, dict) or not rec.get("file"):
+                        continue
+                    if mode == "hash":
+                        if rec.get("sha256"):
+                            keys.append(hash_key(rec["file"], rec["sha256"]))
+                    elif rec.get("size") is not None and rec.get("mtime_ns") is not None:
+                        keys.append(_key("stat", os.path.abspath(rec["file"]), rec["size"], rec["mtime_ns"]))
+        return cls(np.unique(np.array(keys, dtype=np.uint64)), mode)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, key: int) -> bool:
+        i = int(np.searchsorted(self.keys, np.uint64(key)))
+        return i < len(self.keys) and int(self.keys[i]) == key
+
+    def has(self, path: Path) -> bool:
+        """Whether ``path`` (as it is now) already has a record."""
+        if not len(self.keys):
+            return False
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        if self.mode == "hash":
+            from .ledger import file_sha256
+            sha = file_sha256(path)
+            return sha is not None and hash_key(str(path), sha) in self
+        return stat_key(str(path), st) in self
+
+
+def source_fields(path: Path) -> dict:
+    """``size`` and ``mtime_ns`` of an input, kept in its record so that ``--resume`` can skip it later."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if stat.S_ISREG(st.st_mode) else {}
+
+
+# --- workers ----------------------------------------------------------------------------------------------------
+
+def _worker(conn, options, annotate, roots, done: Done | None) -> None:
+    """One worker process: build a classifier, then classify the paths it is sent until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C reaches the whole group: the parent decides
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    from .pipeline import Classifier
+    clf = Classifier(options)
+    crash_on = os.environ.get(CRASH_ENV)
+    while True:
+        try:
+            path = conn.recv()
+        except EOFError:
+            return
+        if path is None:
+            return
+        path = Path(path)
+        if done is not None and done.has(path):
+            conn.send(("skip", str(path), None))
+            continue
+        if crash_on and path.name == crash_on:
+            os._exit(3)
+        conn.send(("rec", str(path), classify_one(clf, path, annotate, roots)))
+
+
+def classify_one(clf, path: Path, annotate: Path | None, roots) -> dict:
+    """One input's record (and its annotated copy); shared by the workers and the in-process loop."""
+    import logging
+    result = clf.analyze(path, **source_fields(path))
+    rec = result.record
+    if annotate and result.image is not None:
+        from . import annotate as ann
+        root = next((r for r in roots if path.is_relative_to(r)), None)
+        try:
+            ann.save(result.image.pixels, rec["faces"], ann.annotated_path(annotate, path, root), result.image.scale)
+        except OSError as exc:
+            logging.getLogger("edgeemo").warning("%s: annotated copy not written (%s)", path, exc)
+    return rec
+
+
+class Pool:
+    """N worker processes fed one path at a time (see the module's text)."""
+
+    def __init__(self, n: int, options, annotate, roots, done: Done | None):
+        self.ctx = mp.get_context("spawn")     # a fresh interpreter: nothing of the parent's state is shared
+        self.args = (options, annotate, roots, done)
+        self.workers: list[dict] = []
+        for _ in range(n):
+            self.workers.append(self._start())
+
+    def _start(self) -> dict:
+        parent, child = self.ctx.Pipe()
+        p = self.ctx.Process(target=_worker, args=(child, *self.args), daemon=True)
+        p.start()
+        child.close()
+        return {"proc": p, "conn": parent, "path": None}
+
+    def idle(self) -> list[dict]:
+        return [w for w in self.workers if w["path"] is None]
+
+    def busy(self) -> int:
+        return sum(w["path"] is not None for w in self.workers)
+
+    def give(self, w: dict, path: Path) -> None:
+        w["path"] = path
+        w["conn"].send(str(path))
+
+    def results(self, timeout: float | None):
+        """(kind, path, record) tuples as workers finish; ``("crash", path, exitcode)`` for a worker that died
+        with a file in hand (it is replaced)."""
+        waitables = {w["conn"]: w for w in self.workers if w["path"] is not None}
+        waitables.update({w["proc"].sentinel: w for w in self.workers if w["path"] is not None})
+        out = []
+        seen = set()
+        for ready in wait(list(waitables), timeout):
+            w = waitables[ready]
+            if w["path"] is None or id(w) in seen:        # its pipe and its sentinel can both be ready
+                continue
+            seen.add(id(w))
+            try:
+                if ready is w["conn"] or w["conn"].poll():
+                    kind, path, rec = w["conn"].recv()
+                    w["path"] = None
+                    out.append((kind, path, rec))
+                    continue
+            except (EOFError, OSError):
+                pass
+            w["proc"].join(1)
+            out.append(("crash", str(w["path"]), w["proc"].exitcode))
+            self.workers.remove(w)
+            w["conn"].close()
+            self.workers.append(self._start())
+        return out
+
+    def close(self) -> None:
+        for w in self.workers:
+            try:
+                w["conn"].send(None)
+            except (OSError, ValueError):
+                pass
+        for w in self.workers:
+            w["proc"].join(5)
+            if w["proc"].is_alive():
+                w["proc"].kill()
+                w["proc"].join()
+            w["conn"].close()
+
+
+def crash_message(path: str, exitcode) -> str:
+    how = (f"was killed by signal {-exitcode} ({signal.Signals(-exitcode).name})" if exitcode and exitcode < 0
+           else f"exited with status {exitcode}")
+    return (f"{path}: the worker process classifying it {how} (a decoder crash, or out of memory); it was "
+            f"replaced and the run went on")
+
+
+class Progress:
+    """A one-line progress display on a terminal: files done, files/s, time left (once the total is known)."""
+
+    def __init__(self, stream, total_fn=None):
+        import threading
+        self.stream, self.done, self.total = stream, 0, None
+        self.t0 = self._shown = time.monotonic()
+        if total_fn is not None:
+            threading.Thread(target=lambda: setattr(self, "total", total_fn()), daemon=True).start()
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._shown >= 0.5:
+            self._shown = now
+            rate = self.done / max(now - self.t0, 1e-6)
+            left = ""
+            if self.total:
+                secs = max(0.0, (self.total - self.done) / rate) if rate else 0
+                left = f" of {self.total:,}; {int(secs // 60)} min {int(secs % 60):02d} s left"
+            self.stream.write(f"\rclassifying: {self.done:,}{left}; {rate:,.1f} files/s   ")
+            self.stream.flush()
+
+    def end(self) -> None:
+        self.stream.write("\r" + " " * 79 + "\r")
+        self.stream.flush()

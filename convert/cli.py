@@ -85,24 +85,29 @@ def train(
 def study(
     data: Path = typer.Option(..., "--data", help="JAFFE-format folder: flat images named like KA.AN1.39.tiff."),
     out: Path = typer.Option(Path("runs/study"), "--out", help="Folder for study.json, study.md and per-run reports."),
-    epochs: int = typer.Option(30, "--epochs", help="Epochs per training (every run, every fold)."),
+    epochs: int = typer.Option(150, "--epochs", help="The most epochs per training (faithful mode stops earlier, "
+                               "when the training loss stops falling; crop mode runs them all)."),
+    seeds: int = typer.Option(5, "--seeds", help="Random splits (and training seeds) per run: mean and sd."),
+    crop: bool = typer.Option(False, "--crop", help="Crop mode: faces found by --detector and cropped as on the "
+                              "device, a fixed number of epochs, cosine schedule (default: the study's own input)."),
     batch_size: int = typer.Option(16, "--batch-size"),
     seed: int = typer.Option(0, "--seed", help="Seed of the random split and of training."),
     test_images: int = typer.Option(64, "--test-images", help="Size of the random test split (the study's: 64)."),
     runs: Optional[str] = typer.Option(None, "--runs", help="Runs as recipe:optimizer,... (default: seed-basic:adam, "
                                        "seed-dropout:adam, seed-best:adam, seed-best:sgd, seed-best:nadam)."),
     no_loso: bool = typer.Option(False, "--no-loso", help="Skip leave-one-subject-out (random split only)."),
-    quick: bool = typer.Option(False, "--quick", help="Smoke run: 2 epochs, 3 people left out; not comparable."),
+    quick: bool = typer.Option(False, "--quick", help="Smoke run: 2 epochs, 2 splits, 3 people left out; not comparable."),
     augment: bool = typer.Option(False, "--augment", help="Augment training images (off by default)."),
     input_size: int = typer.Option(128, "--input-size", help="Face side in pixels (the study's: 128)."),
-    detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP),
+    detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Crop mode only."),
     detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL",
                                                   help="YuNet ONNX file (face_detection_yunet_*.onnx)."),
 ):
     """Reproduce the JAFFE study: its three CNNs on a random split beside leave-one-subject-out."""
     study_mod = _convert_module("study")
     try:
-        opts = study_mod.StudyOptions(epochs=epochs, batch_size=batch_size, seed=seed, test_images=test_images,
+        opts = study_mod.StudyOptions(epochs=epochs, batch_size=batch_size, seed=seed, seeds=seeds,
+                                      test_images=test_images, faithful=not crop,
                                       input_size=input_size, runs=study_mod.parse_runs(runs), loso=not no_loso,
                                       augment=augment, quick=quick, detector=detector,
                                       detector_model=str(detector_model) if detector_model else None)

@@ -121,6 +121,31 @@ def kfold(labels: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.nd
     return [(np.flatnonzero(fold_of != f), np.flatnonzero(fold_of == f)) for f in range(k)]
 
 
+def grouped_count_split(labels: np.ndarray, groups: list, n_test: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Like ``stratified_count_split`` (about ``n_test`` test images, spread over the classes in proportion),
+    but whole groups go to one side: with groups = (person, expression), each person's takes of one
+    expression are all in training or all in test, so no test image has a near-duplicate in training."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    keys = np.array([hash(g) for g in groups])
+    test = []
+    for c, n in zip(classes, counts):
+        want = n * n_test / len(labels)
+        members = np.flatnonzero(labels == c)
+        uniq = list(dict.fromkeys(keys[members]))
+        rng.shuffle(uniq)
+        took = 0
+        for g in uniq[:-1]:                       # at least one group of each class stays in training
+            if took >= want - 0.5:
+                break
+            idx = members[keys[members] == g]
+            test.extend(idx)
+            took += len(idx)
+    test = np.sort(np.array(test, dtype=np.int64))
+    return np.setdiff1d(np.arange(len(labels)), test), test
+
+
 def leave_one_subject_out(subjects: list) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(subject, train indices, test indices) for each person; every person is on one side only."""
     if any(s is None for s in subjects):

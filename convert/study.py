@@ -42,17 +42,21 @@ QUICK_FOLDS = 3
 
 @dataclass
 class StudyOptions:
-    epochs: int = 30
+    epochs: int = 150                # the most epochs; faithful mode stops when the training loss stops falling
     batch_size: int = 16
     seed: int = 0
+    seeds: int = 5                   # random splits (and training seeds) per run: seed, seed+1, ...
     test_images: int = STUDY_TEST_IMAGES
     input_size: int = STUDY_INPUT_SIZE
     runs: tuple = STUDY_RUNS
     loso: bool = True
     augment: bool = False
-    quick: bool = False          # QUICK_EPOCHS epochs and the first QUICK_FOLDS people: checks the plumbing
-    detector: str = "auto"
+    faithful: bool = True            # the study's input: the whole photo at 128x128 RGB, no face detection
+    quick: bool = False              # QUICK_EPOCHS epochs, 2 seeds, the first QUICK_FOLDS people: the plumbing
+    detector: str = "auto"           # crop mode (faithful=False) only
     detector_model: str | None = None
+    stop_patience: int = 5
+    stop_min_delta: float = 0.01
     extra: dict = field(default_factory=dict)
 
 
@@ -82,55 +86,86 @@ def _test_count(n_images: int, wanted: int, echo) -> int:
     return n_test
 
 
+def _mean_sd(values) -> tuple[float, float]:
+    import numpy as np
+    v = np.asarray(values, dtype=float)
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
+
+
 def run_study(data, out, opts: StudyOptions | None = None, echo=print) -> dict:
-    """Train every run on the random split and leave-one-subject-out; write and return the table."""
+    """Every run on several random splits, on the same splits without near-duplicates, and
+    leave-one-subject-out; write and return the table (see the module's text)."""
+    import numpy as np
     opts = opts or StudyOptions()
     epochs = min(opts.epochs, QUICK_EPOCHS) if opts.quick else opts.epochs
     if epochs < 1:
         raise ValueError(f"--epochs {opts.epochs}: train for at least 1 epoch")
+    n_seeds = min(opts.seeds, 2) if opts.quick else opts.seeds
+    if n_seeds < 1:
+        raise ValueError(f"--seeds {opts.seeds}: at least 1")
     out = Path(out)
     t_start = time.time()
-    fs, x = commands.load_inputs(data, "jaffe", opts.input_size, 3, opts.detector, opts.detector_model)
+    detector = "none" if opts.faithful else opts.detector
+    fs, x = commands.load_inputs(data, "jaffe", opts.input_size, 3, detector, opts.detector_model)
     echo(commands.describe(fs, data, "jaffe"))
     people = sorted(set(fs.subjects))
     n_test = _test_count(len(fs), opts.test_images, echo)
-    tr, te = prepare.stratified_count_split(fs.labels, n_test, opts.seed)
     if opts.loso and len(people) < 2:
         raise ValueError(f"{data}: leave-one-subject-out needs at least 2 people, found {len(people)} "
                          f"({', '.join(people)}); pass --no-loso for the random split alone")
     folds = min(len(people), QUICK_FOLDS) if opts.quick else len(people)
-    echo(f"random split: {len(tr)} training and {len(te)} test images (people on both sides, as in the study); "
-         + (f"leave-one-subject-out over {folds} of {len(people)} people" if opts.loso else "no leave-one-subject-out")
-         + f"; {epochs} epochs, batch {opts.batch_size}, {opts.input_size}x{opts.input_size} RGB")
+    seeds = [opts.seed + k for k in range(n_seeds)]
+    groups = list(zip(fs.subjects, fs.labels.tolist()))
+    splits = {"random": [prepare.stratified_count_split(fs.labels, n_test, s) for s in seeds],
+              "grouped": [prepare.grouped_count_split(fs.labels, groups, n_test, s) for s in seeds]}
+    stop = ({"schedule": "constant", "stop_on": "train_loss", "stop_patience": opts.stop_patience,
+             "stop_min_delta": opts.stop_min_delta} if opts.faithful else {})
+    mode = ("faithful: whole photos, 128x128 RGB, no face detection, the optimizer's own constant rate, "
+            "until the training loss stops falling" if opts.faithful else "crop mode: faces found and cropped")
+    echo(f"{mode}; {n_seeds} random splits of {n_test} test images (and the same without near-duplicates)"
+         + (f"; leave-one-subject-out over {folds} of {len(people)} people" if opts.loso else "")
+         + f"; at most {epochs} epochs, batch {opts.batch_size}")
 
     rows = []
     for arch, optimizer in opts.runs:
         name = f"{arch}-{optimizer}"
         run_dir = out / name
-        cfg = TrainConfig(arch=arch, optimizer=optimizer, epochs=epochs, batch_size=opts.batch_size,
-                          seed=opts.seed, patience=0, augment=opts.augment, class_weights=False,
-                          input_size=opts.input_size, channels=3)
         t0 = time.time()
-        model, history = fit(x[tr], fs.labels[tr], x[te], fs.labels[te], cfg, None, False,
-                             echo=lambda s: None, keep_best=False)
-        params = int(model.count_params())
-        rep = metrics.report(fs.labels[te], predict(model, x[te]).argmax(axis=1))
-        rep.update({"model": arch, "optimizer": optimizer, "split": "random", "epochs": epochs,
-                    "train_images": int(len(tr)), "test_images": int(len(te)), "history": history})
-        write_report(rep, run_dir, "random_split_report",
-                     f"{name}, random split: accuracy {rep['accuracy']:.3f}")
-        echo(f"{name}: random split accuracy {rep['accuracy']:.4f} ({len(te)} test images, "
-             f"{time.time() - t0:.0f}s)")
-        row = {"run": name, "recipe": arch, "optimizer": optimizer, "params": params,
-               "random_accuracy": rep["accuracy"], "random_macro_f1": rep["macro_f1"],
-               "random_test_images": int(len(te)), "study_accuracy": STUDY_FIGURES.get((arch, optimizer))}
+        row = {"run": name, "recipe": arch, "optimizer": optimizer, "study_accuracy": STUDY_FIGURES.get((arch, optimizer))}
+        for kind, pairs in splits.items():
+            accs, f1s, eps = [], [], []
+            for seed, (tr, te) in zip(seeds, pairs):
+                cfg = TrainConfig(arch=arch, optimizer=optimizer, epochs=epochs, batch_size=opts.batch_size,
+                                  seed=seed, patience=0, augment=opts.augment, class_weights=False,
+                                  input_size=opts.input_size, channels=3, extra=dict(stop))
+                model, history = fit(x[tr], fs.labels[tr], x[te], fs.labels[te], cfg, None, False,
+                                     echo=lambda s: None, keep_best=False)
+                row["params"] = int(model.count_params())
+                rep = metrics.report(fs.labels[te], predict(model, x[te]).argmax(axis=1))
+                rep.update({"model": arch, "optimizer": optimizer, "split": kind, "seed": seed,
+                            "epochs": len(history), "train_images": int(len(tr)), "test_images": int(len(te)),
+                            "history": history})
+                write_report(rep, run_dir / kind, f"seed{seed}_report", f"{name}, {kind} split, seed {seed}: "
+                             f"accuracy {rep['accuracy']:.3f}")
+                accs.append(rep["accuracy"])
+                f1s.append(rep["macro_f1"])
+                eps.append(len(history))
+                echo(f"{name}: {kind} split, seed {seed}: accuracy {rep['accuracy']:.4f} on {len(te)} test images "
+                     f"after {len(history)} epochs ({time.time() - t0:.0f}s)")
+            m, sd = _mean_sd(accs)
+            row.update({f"{kind}_accuracy_mean": m, f"{kind}_accuracy_std": sd, f"{kind}_accuracies": accs,
+                        f"{kind}_macro_f1_mean": _mean_sd(f1s)[0], f"{kind}_epochs": eps,
+                        f"{kind}_test_images": [int(len(te)) for _, te in pairs]})
         if opts.loso:
+            cfg = TrainConfig(arch=arch, optimizer=optimizer, epochs=epochs, batch_size=opts.batch_size,
+                              seed=opts.seed, patience=0, augment=opts.augment, class_weights=False,
+                              input_size=opts.input_size, channels=3, extra=dict(stop))
             cv = commands.cross_validate(fs, x, cfg, "loso", run_dir / "loso", "jaffe",
                                          echo=lambda s, n=name: echo(f"{n}: {s}"),
                                          max_folds=folds if folds < len(people) else None)
             row.update({"loso_accuracy_mean": cv["accuracy_mean"], "loso_accuracy_std": cv["accuracy_std"],
                         "loso_macro_f1_mean": cv["macro_f1_mean"], "loso_macro_f1_std": cv["macro_f1_std"],
-                        "loso_folds": cv["folds"],
+                        "loso_pooled_accuracy": cv["pooled"]["accuracy"], "loso_folds": cv["folds"],
                         "loso_per_person": {r["fold"].removeprefix("subject "): r["accuracy"]
                                             for r in cv["fold_reports"]}})
         row["seconds"] = round(time.time() - t0, 1)
@@ -139,14 +174,19 @@ def run_study(data, out, opts: StudyOptions | None = None, echo=print) -> dict:
     result = {
         "data": str(data), "images": len(fs), "people": people, "class_counts": fs.class_counts(),
         "data_notes": fs.notes, "detector": fs.notes.get("detector", "none"), "quick": opts.quick,
-        "options": {**asdict(opts), "runs": [list(r) for r in opts.runs], "epochs_run": epochs},
-        "random_split": {"seed": opts.seed, "test_images": int(len(te)), "train_images": int(len(tr))},
-        "rows": rows, "seconds": round(time.time() - t_start, 1),
+        "options": {**asdict(opts), "runs": [list(r) for r in opts.runs], "epochs_run": epochs, "seeds_run": seeds},
+        "test_images": n_test, "rows": rows, "seconds": round(time.time() - t_start, 1),
     }
     out.mkdir(parents=True, exist_ok=True)
-    (out / "study.json").write_text(json.dumps(result, indent=1))
-    table = markdown_table(result)
-    (out / "study.md").write_text(table)
+    if opts.loso and rows:
+        best = max(rows, key=lambda r: r.get("loso_accuracy_mean", -1))
+        png = out / best["run"] / "loso" / "cv_pooled_confusion.png"
+        if png.exists():
+            import shutil
+            shutil.copy(png, out / "best_loso_confusion.png")
+            result["best_loso_run"] = best["run"]
+    (out / "study.json").write_text(json.dumps(result, indent=1, default=lambda o: np.asarray(o).tolist()))
+    (out / "study.md").write_text(markdown_table(result))
     return result
 
 
@@ -154,40 +194,44 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+def _ms(r: dict, kind: str) -> str:
+    if f"{kind}_accuracy_mean" not in r:
+        return "-"
+    return f"{100 * r[f'{kind}_accuracy_mean']:.1f}% ± {100 * r[f'{kind}_accuracy_std']:.1f}"
+
+
 def markdown_table(result: dict) -> str:
-    """The study table: the random split beside the study's figure and leave-one-subject-out."""
+    """One table: the study's figure | ours on random splits | without near-duplicates | leave-one-subject-out."""
     rows = result["rows"]
-    n_te = result["random_split"]["test_images"]
-    loso = any("loso_accuracy_mean" in r for r in rows)
+    o = result["options"]
+    n_seeds = len(o.get("seeds_run", [o["seed"]]))
     folds = max((r.get("loso_folds", 0) for r in rows), default=0)
-    head = ["recipe", "optimizer", "params", f"random split ({n_te} test images)",
-            f"study ({STUDY_TEST_IMAGES} test images)"]
-    if loso:
-        head += [f"leave-one-subject-out accuracy ({folds} people)", "LOSO macro-F1"]
+    head = ["run", "params", f"study ({STUDY_TEST_IMAGES} test images)",
+            f"ours, random split (mean ± sd, {n_seeds} splits)", "ours, random split without near-duplicates",
+            f"ours, leave-one-subject-out ({folds} people)", "epochs (random split)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        cells = [r["recipe"], r["optimizer"], f"{r['params']:,}", _pct(r["random_accuracy"]),
-                 _pct(r["study_accuracy"])]
-        if loso:
-            cells += ([f"{100 * r['loso_accuracy_mean']:.1f}% ± {100 * r['loso_accuracy_std']:.1f}",
-                       f"{r['loso_macro_f1_mean']:.3f} ± {r['loso_macro_f1_std']:.3f}"]
-                      if "loso_accuracy_mean" in r else ["-", "-"])
-        lines.append("| " + " | ".join(cells) + " |")
-    o = result["options"]
+        eps = r.get("random_epochs") or []
+        lines.append("| " + " | ".join([
+            f"{r['recipe']} + {r['optimizer']}", f"{r.get('params', 0):,}", _pct(r["study_accuracy"]),
+            _ms(r, "random"), _ms(r, "grouped"), _ms(r, "loso"),
+            f"{min(eps)}-{max(eps)}" if eps else "-"]) + " |")
     notes = [
         "",
         f"JAFFE-format data from `{result['data']}`: {result['images']} images, {len(result['people'])} people; "
-        f"{o['input_size']}x{o['input_size']} RGB "
-        + (f"faces found by the `{result['detector']}` detector and cropped as on the device "
-           f"({result['data_notes'].get('no_face_used_whole', 0)} pictures without a face used whole); "
-           if result["detector"] != "none" else "whole pictures (no face detection); ")
-        + f"{o['epochs_run']} epochs, batch {o['batch_size']}, seed {o['seed']}, "
-          f"{'with' if o['augment'] else 'no'} augmentation; last-epoch weights scored.",
-        "Random split: the same people appear in training and test images (as in the study). "
-        "Leave-one-subject-out: each person's images are tested by a model that never saw her; "
-        "mean ± standard deviation over people.",
+        f"{o['input_size']}x{o['input_size']} RGB, pixels in [0, 1], "
+        + ("the whole photo (no face detection), as in the study; " if o.get("faithful", False) or
+           result["detector"] == "none" else
+           f"faces found by the `{result['detector']}` detector and cropped as on the device; ")
+        + (f"the optimizer's own constant learning rate, trained until the training loss stopped falling by "
+           f"{o.get('stop_min_delta', 0.01):.0%} for {o.get('stop_patience', 5)} epochs (at most {o['epochs_run']}); "
+           if o.get("faithful", False) else f"{o['epochs_run']} epochs; ")
+        + f"batch {o['batch_size']}, {'with' if o['augment'] else 'no'} augmentation; last-epoch weights scored.",
+        "Random split: about 64 test images drawn at random, the same ten women on both sides, as in the study. "
+        "Without near-duplicates: the same, but each woman's takes of one expression are all on one side. "
+        "Leave-one-subject-out: each woman's images tested by a model that never saw her; mean ± sd over people.",
     ]
     if result.get("quick"):
-        notes.append(f"QUICK RUN ({o['epochs_run']} epochs, {folds} people left out): checks the plumbing; "
-                     f"the figures are not comparable with the study.")
+        notes.append(f"QUICK RUN ({o['epochs_run']} epochs, {n_seeds} splits, {folds} people left out): checks "
+                     f"the plumbing; the figures are not comparable with the study.")
     return "\n".join(lines + notes) + "\n"

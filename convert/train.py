@@ -149,6 +149,8 @@ def fit(x_tr, y_tr, x_val, y_val, cfg: TrainConfig, run_dir: str | Path | None =
         model = archs.build(cfg.arch, len(LABELS), size, ch)
         lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate(), decay_steps=steps * cfg.epochs,
                                                      alpha=0.01)
+        if (cfg.extra or {}).get("schedule") == "constant":        # the study's: the optimizer's own rate
+            lr = cfg.learning_rate()
         opt = {"adam": lambda: keras.optimizers.Adam(lr),
                "nadam": lambda: keras.optimizers.Nadam(lr),
                "sgd": lambda: keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)}[cfg.optimizer]()
@@ -181,13 +183,32 @@ def fit(x_tr, y_tr, x_val, y_val, cfg: TrainConfig, run_dir: str | Path | None =
                 model.save(run / "model.keras")
             model.save(run / "last.keras")
             save_progress(run, state, history)
-        reason = stop_reason(cfg, state, t_start, row["seconds"])
+        reason = stop_reason(cfg, state, t_start, row["seconds"]) or loss_plateau(cfg, state, row)
         if reason:
             echo(reason)
             break
     if keep_best and best_weights is not None:
         model.set_weights(best_weights)
     return model, history
+
+
+def loss_plateau(cfg: TrainConfig, state: dict, row: dict) -> str | None:
+    """With ``extra["stop_on"] == "train_loss"``: stop once the training loss has not fallen by
+    ``stop_min_delta`` (relative) for ``stop_patience`` epochs ("trained until the training loss stops
+    falling"); the test faces play no part."""
+    ex = cfg.extra or {}
+    if ex.get("stop_on") != "train_loss":
+        return None
+    loss = float(row["loss"])
+    best = state.get("best_loss")
+    if best is None or loss < best * (1.0 - float(ex.get("stop_min_delta", 0.01))):
+        state["best_loss"], state["loss_epoch"] = loss, state["epoch"]
+        return None
+    patience = int(ex.get("stop_patience", 5))
+    if state["epoch"] - state["loss_epoch"] >= patience:
+        return (f"stop: the training loss ({loss:.4f}) has not fallen by {float(ex.get('stop_min_delta', 0.01)):.0%} "
+                f"for {patience} epochs (best {best:.4f} at epoch {state['loss_epoch']})")
+    return None
 
 
 def end_epoch(state: dict, val_acc: float, epoch: int, t_start: float) -> bool:

@@ -31,38 +31,72 @@ def test_study_on_synthetic_jaffe(tmp_path):
     written = write_jaffe(tmp_path / "jaffe", subjects=("KA", "KM"), takes=2, palette=False)
     out = tmp_path / "study"
     res = CliRunner().invoke(app, ["study", "--data", str(tmp_path / "jaffe"), "--out", str(out), "--epochs", "1",
-                                   "--detector", "none", "--runs", "seed-basic:adam,seed-best:nadam"])
+                                   "--seeds", "2", "--runs", "seed-basic:adam,seed-best:nadam"])
     assert res.exit_code == 0, f"{res.output}\n{res.exception!r}"
     result = json.loads((out / "study.json").read_text())
     assert result["images"] == len(written) == 28 and result["people"] == ["KA", "KM"]
     # 28 images are too few for the study's 64-image test split: 30% instead, stratified
     assert "too few for a 64-image test split; using 8" in res.output
-    assert result["random_split"] == {"seed": 0, "test_images": 8, "train_images": 20}
+    assert result["detector"] == "none" and result["options"]["faithful"]       # the study's own input
     assert [r["run"] for r in result["rows"]] == ["seed-basic-adam", "seed-best-nadam"]
     basic, best = result["rows"]
     assert basic["params"] == 37_349 and best["params"] == 7_954_391
     assert basic["study_accuracy"] == 0.469 and best["study_accuracy"] == 0.984
     for row in result["rows"]:
-        rep = json.loads((out / row["run"] / "random_split_report.json").read_text())
-        assert rep["n"] == 8 and rep["accuracy"] == row["random_accuracy"]
-        assert np.asarray(rep["confusion_matrix"]).sum() == 8 and len(rep["history"]) == 1
+        for kind in ("random", "grouped"):
+            accs = []
+            for seed in (0, 1):
+                rep = json.loads((out / row["run"] / kind / f"seed{seed}_report.json").read_text())
+                assert rep["seed"] == seed and len(rep["history"]) == 1
+                accs.append(rep["accuracy"])
+            assert row[f"{kind}_accuracies"] == accs
+            assert row[f"{kind}_accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-6)
+            assert row[f"{kind}_accuracy_std"] == pytest.approx(np.std(accs, ddof=1), abs=1e-6)
+        assert row["random_test_images"] == [8, 8]
         cv = json.loads((out / row["run"] / "loso" / "cv_report.json").read_text())
         assert [f["fold"] for f in cv["fold_reports"]] == ["subject KA", "subject KM"]
         assert all(f["n"] == 14 for f in cv["fold_reports"])
         accs = [f["accuracy"] for f in cv["fold_reports"]]
         assert row["loso_folds"] == 2 and row["loso_per_person"] == {"KA": accs[0], "KM": accs[1]}
         assert row["loso_accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-4)
-        assert row["loso_accuracy_std"] == pytest.approx(np.std(accs), abs=1e-4)
+    assert (out / "best_loso_confusion.png").is_file()
     table = (out / "study.md").read_text()
     assert table in res.stdout                              # the table is printed, and written
     lines = table.splitlines()
-    assert lines[0].startswith("| recipe | optimizer | params | random split (8 test images) | study (64 test "
-                               "images) | leave-one-subject-out accuracy (2 people)")
-    assert lines[2].startswith(f"| seed-basic | adam | 37,349 | {100 * basic['random_accuracy']:.1f}% | 46.9% | "
-                               f"{100 * basic['loso_accuracy_mean']:.1f}% ± {100 * basic['loso_accuracy_std']:.1f}")
-    assert lines[3].startswith("| seed-best | nadam | 7,954,391 |") and "| 98.4% |" in lines[3]
-    assert "QUICK" not in table and "whole pictures (no face detection)" in table
-    assert result["detector"] == "none"
+    assert lines[0] == ("| run | params | study (64 test images) | ours, random split (mean ± sd, 2 splits) | "
+                        "ours, random split without near-duplicates | ours, leave-one-subject-out (2 people) | "
+                        "epochs (random split) |")
+    assert lines[2].startswith(f"| seed-basic + adam | 37,349 | 46.9% | {100 * basic['random_accuracy_mean']:.1f}% ± "
+                               f"{100 * basic['random_accuracy_std']:.1f} |")
+    assert "| 98.4% |" in lines[3]
+    assert "QUICK" not in table and "the whole photo (no face detection)" in table
+
+
+def test_faithful_training_stops_when_the_training_loss_stops_falling():
+    from edgeemo_convert.train import TrainConfig, loss_plateau
+    cfg = TrainConfig(extra={"stop_on": "train_loss", "stop_patience": 3, "stop_min_delta": 0.01})
+    state = {"epoch": 0}
+    stops = []
+    for epoch, loss in enumerate([2.0, 1.5, 1.0, 0.995, 0.99, 0.992, 0.5, 0.499, 0.498, 0.497], 1):
+        state["epoch"] = epoch
+        stops.append(loss_plateau(cfg, state, {"loss": loss}))
+    # 1.0 at epoch 3, then no fall of 1% for 3 epochs: stop at epoch 6, before the drop at epoch 7
+    assert stops[:5] == [None] * 5 and "has not fallen by 1% for 3 epochs" in stops[5]
+    assert loss_plateau(TrainConfig(), {"epoch": 9}, {"loss": 1.0}) is None       # off unless asked
+
+
+def test_the_split_without_near_duplicates_keeps_each_persons_expression_on_one_side():
+    from edgeemo_convert import prepare
+    people = [p for p in "ABCDEFGHIJ" for _ in range(7 * 3)]
+    labels = np.array([k for _ in "ABCDEFGHIJ" for k in range(7) for _ in range(3)])
+    groups = list(zip(people, labels.tolist()))
+    for seed in range(3):
+        tr, te = prepare.grouped_count_split(labels, groups, 64, seed)
+        assert 50 <= len(te) <= 80 and len(np.intersect1d(tr, te)) == 0 and len(tr) + len(te) == len(labels)
+        assert not {groups[i] for i in tr} & {groups[i] for i in te}
+        assert set(labels[te]) == set(range(7)) and set(labels[tr]) == set(range(7))
+    a, b = (prepare.grouped_count_split(labels, groups, 64, s)[1] for s in (0, 1))
+    assert not np.array_equal(a, b)
 
 
 def test_study_errors_speak_to_the_user(tmp_path):
@@ -79,12 +113,11 @@ def test_study_errors_speak_to_the_user(tmp_path):
 
 def test_quick_study_caps_epochs_and_people(tmp_path):
     write_jaffe(tmp_path / "jaffe", subjects=("KA", "KL", "KM", "KR"), takes=1, palette=False)
-    opts = study.StudyOptions(epochs=30, quick=True, runs=(("seed-basic", "adam"),), input_size=32,
-                              detector="none")
+    opts = study.StudyOptions(epochs=30, quick=True, runs=(("seed-basic", "adam"),), input_size=32)
     result = study.run_study(tmp_path / "jaffe", tmp_path / "out", opts, echo=lambda s: None)
     row = result["rows"][0]
-    assert result["options"]["epochs_run"] == study.QUICK_EPOCHS == 2
-    rep = json.loads((tmp_path / "out" / "seed-basic-adam" / "random_split_report.json").read_text())
-    assert len(rep["history"]) == 2
+    assert result["options"]["epochs_run"] == study.QUICK_EPOCHS == 2 and result["options"]["seeds_run"] == [0, 1]
+    rep = json.loads((tmp_path / "out" / "seed-basic-adam" / "random" / "seed0_report.json").read_text())
+    assert len(rep["history"]) <= 2
     assert row["loso_folds"] == study.QUICK_FOLDS == 3 and list(row["loso_per_person"]) == ["KA", "KL", "KM"]
-    assert "QUICK RUN (2 epochs, 3 people left out)" in (tmp_path / "out" / "study.md").read_text()
+    assert "QUICK RUN (2 epochs, 2 splits, 3 people left out)" in (tmp_path / "out" / "study.md").read_text()

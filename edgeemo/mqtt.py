@@ -192,8 +192,11 @@ class Outbox:
         return st.st_size
 
     def backlog(self) -> int:
-        """Bytes of records not yet acknowledged by the broker."""
-        return max(0, self._check_file() - self.offset)
+        """Bytes of records not yet acknowledged by the broker (read-only: called from other threads)."""
+        try:
+            return max(0, os.stat(self.results).st_size - self.offset)
+        except OSError:
+            return 0
 
     def pending(self, limit: int) -> tuple[list[tuple[int, bytes]], int]:
         """Up to ``limit`` complete lines after the cursor, as (offset, line without newline), and the offset

@@ -55,7 +55,7 @@ class StudyOptions:
     quick: bool = False              # QUICK_EPOCHS epochs, 2 seeds, the first QUICK_FOLDS people: the plumbing
     detector: str = "auto"           # crop mode (faithful=False) only
     detector_model: str | None = None
-    stop_patience: int = 5
+    stop_patience: int = 10
     stop_min_delta: float = 0.01
     extra: dict = field(default_factory=dict)
 

@@ -159,6 +159,8 @@ def _worker(conn, options, annotate, roots, done: Done | None) -> None:
     """One worker process: build a classifier, then classify the paths it is sent until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C reaches the whole group: the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    import cv2
+    cv2.setNumThreads(1)          # the parallelism is the processes: OpenCV's own threads would only contend
     from .pipeline import Classifier
     clf = Classifier(options)
     crash_on = os.environ.get(CRASH_ENV)

@@ -11,12 +11,12 @@ from collections import Counter
 from .config import WatchSettings
 from .errors import SetupError
 from .ledger import OWNER_FILE, FolderLock, write_owner
-
-STATE_DIR = ".edgeemo-state"    # in the results folder: markers of the files in hand (crash-loop guard)
-MQTT_DIR = ".edgeemo-mqtt"      # in the results folder: the MQTT publisher's cursor
 from .notify import Notifier
 
 log = logging.getLogger("edgeemo")
+
+STATE_DIR = ".edgeemo-state"    # in the results folder: markers of the files in hand (crash-loop guard)
+MQTT_DIR = ".edgeemo-mqtt"      # in the results folder: the MQTT publisher's cursor
 
 TICK = 0.2
 MAX_BACKOFF = 60.0
@@ -142,32 +142,36 @@ class Service:
         return 0
 
     # MQTT publishing and the metrics file run beside the daemon, in their own threads (settings: self.s)
-    def _start_sidecars(self) -> None:
-        s = getattr(self, "s", None)
-        if s is None:
-            return
-        if s.mqtt:
-            from .mqtt import Broker, Publisher, device_name, read_password
-            broker = Broker.parse(s.mqtt, read_password(s.mqtt_password_file), s.mqtt_ca)
-            self.publisher = Publisher(broker, device_name(s.mqtt_device), s.out / "results.jsonl",
-                                       s.out / MQTT_DIR, s.mqtt_ha_discovery)
-            self.publisher.start()
-        if s.metrics_file:
-            from .metrics import MetricsFile
-            self.metrics = MetricsFile(s.metrics_file, self._metrics_snapshot)
-            self.metrics.start()
+    def _broker(self):
+        """(Broker, device name) of the settings; SetupError when the [mqtt] extra or a setting is wrong."""
+        from .mqtt import Broker, device_name, paho, read_password
+        paho()
+        s = self.s
+        return Broker.parse(s.mqtt, read_password(s.mqtt_password_file), s.mqtt_ca), device_name(s.mqtt_device)
 
     def check_sidecars(self) -> None:
         """Fail at start, before any work, when an extra the settings need is missing."""
         s = getattr(self, "s", None)
         if s is not None and s.mqtt:
-            from .mqtt import Broker, device_name, paho, read_password
-            paho()
-            Broker.parse(s.mqtt, read_password(s.mqtt_password_file), s.mqtt_ca)
-            device_name(s.mqtt_device)
+            self._broker()
         if s is not None and s.metrics_file:
             from .metrics import _prometheus
             _prometheus()
+
+    def _start_sidecars(self) -> None:
+        s = getattr(self, "s", None)
+        if s is None:
+            return
+        if s.mqtt:
+            from .mqtt import Publisher
+            broker, device = self._broker()
+            self.publisher = Publisher(broker, device, s.out / "results.jsonl", s.out / MQTT_DIR,
+                                       s.mqtt_ha_discovery)
+            self.publisher.start()
+        if s.metrics_file:
+            from .metrics import MetricsFile
+            self.metrics = MetricsFile(s.metrics_file, self._metrics_snapshot)
+            self.metrics.start()
 
     def _metrics_snapshot(self) -> dict:
         pub = self.publisher

@@ -207,8 +207,10 @@ def markdown_table(result: dict) -> str:
     n_seeds = len(o.get("seeds_run", [o["seed"]]))
     folds = max((r.get("loso_folds", 0) for r in rows), default=0)
     head = ["run", "params", f"study ({STUDY_TEST_IMAGES} test images)",
-            f"ours, random split (mean ± sd, {n_seeds} splits)", "ours, random split without near-duplicates",
-            f"ours, leave-one-subject-out ({folds} people)", "epochs (random split)"]
+            f"ours, random split (mean ± sd, {n_seeds} split{'s' if n_seeds != 1 else ''})",
+            "ours, random split without near-duplicates",
+            f"ours, leave-one-subject-out ({folds} people)" if folds else "ours, leave-one-subject-out (not run)",
+            "epochs (random split)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         eps = r.get("random_epochs") or []

@@ -87,8 +87,8 @@ def _key(*parts) -> int:
                                           digest_size=8).digest(), "little")
 
 
-def stat_key(path: str, st: os.stat_result) -> int:
-    return _key("stat", os.path.abspath(path), st.st_size, st.st_mtime_ns)
+def stat_key(path: str, size: int, mtime_ns: int) -> int:
+    return _key("stat", os.path.abspath(path), size, mtime_ns)
 
 
 def hash_key(path: str, sha256: str) -> int:
@@ -117,7 +117,7 @@ class Done:
                         if rec.get("sha256"):
                             keys.append(hash_key(rec["file"], rec["sha256"]))
                     elif rec.get("size") is not None and rec.get("mtime_ns") is not None:
-                        keys.append(_key("stat", os.path.abspath(rec["file"]), rec["size"], rec["mtime_ns"]))
+                        keys.append(stat_key(rec["file"], rec["size"], rec["mtime_ns"]))
         return cls(np.unique(np.array(keys, dtype=np.uint64)), mode)
 
     def __len__(self) -> int:
@@ -141,7 +141,7 @@ class Done:
             from .ledger import file_sha256
             sha = file_sha256(path)
             return sha is not None and hash_key(str(path), sha) in self
-        return stat_key(str(path), st) in self
+        return stat_key(str(path), st.st_size, st.st_mtime_ns) in self
 
 
 def source_fields(path: Path) -> dict:

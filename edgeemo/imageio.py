@@ -130,11 +130,11 @@ def _png_layout(data: bytes) -> tuple[int, int]:
 
 
 def _jpeg_components(data: bytes) -> int:
-    for marker in (b"\xff\xc0", b"\xff\xc1", b"\xff\xc2"):
-        i = data.find(marker)
-        if i >= 0 and i + 9 < len(data):
-            return data[i + 9]
-    return 3
+    try:
+        sof = _jpeg_sof(data)
+    except (struct.error, IndexError):
+        sof = None
+    return sof[2] if sof else 3
 
 
 def decode_plan(data: bytes, fmt: str, w: int, h: int) -> tuple[int, int]:
@@ -195,21 +195,8 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
             w, h = struct.unpack("<ii", data[18:26])
             return abs(w), abs(h)
         if fmt == "jpeg":
-            i = 2
-            while i + 9 < len(data):
-                if data[i] != 0xFF:
-                    i += 1
-                    continue
-                marker = data[i + 1]
-                if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                    i += 1 if marker == 0xFF else 2
-                    continue
-                seg = struct.unpack(">H", data[i + 2:i + 4])[0]
-                if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                    h, w = struct.unpack(">HH", data[i + 5:i + 9])
-                    return w, h
-                i += 2 + seg
-            return None
+            sof = _jpeg_sof(data)
+            return sof[:2] if sof else None
         if fmt == "webp":
             chunk = data[12:16]
             if chunk == b"VP8X":
@@ -237,6 +224,25 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
                 return dims[256], dims[257]
     except (struct.error, IndexError, ValueError):
         return None
+    return None
+
+
+def _jpeg_sof(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) from a JPEG's start-of-frame marker, walking the marker segments."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        seg = struct.unpack(">H", data[i + 2:i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h, data[i + 9]
+        i += 2 + seg
     return None
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -137,21 +135,3 @@ class Classifier:
     def classify_image(self, source, **extra) -> dict:
         """The result record for one image path or numpy array."""
         return self.analyze(source, **extra).record
-
-
-def iter_inputs(paths: Iterable[str | os.PathLike], recursive: bool = False) -> Iterator[Path]:
-    """Files named on the command line, and the files inside named folders (all of them: images are
-    recognised by content, so a non-image gets its own 'unreadable' record). Hidden files are skipped
-    inside folders. A path that does not exist is yielded as is, to get its record."""
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            walker = p.rglob("*") if recursive else p.iterdir()
-            for f in sorted(walker):
-                rel = f.relative_to(p).parts
-                if any(part.startswith(".") for part in rel):
-                    continue
-                if f.is_file() or (f.is_symlink() and not f.is_dir()):
-                    yield f
-        else:
-            yield p

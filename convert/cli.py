@@ -97,6 +97,8 @@ def study(
                                        "seed-dropout:adam, seed-best:adam, seed-best:sgd, seed-best:nadam)."),
     no_loso: bool = typer.Option(False, "--no-loso", help="Skip leave-one-subject-out (random split only)."),
     quick: bool = typer.Option(False, "--quick", help="Smoke run: 2 epochs, 2 splits, 3 people left out; not comparable."),
+    resume: bool = typer.Option(False, "--resume", help="Reuse the trainings that an interrupted study in the same "
+                                "--out finished with the same settings and images; train the rest."),
     augment: bool = typer.Option(False, "--augment", help="Augment training images (off by default)."),
     input_size: int = typer.Option(128, "--input-size", help="Face side in pixels (the study's: 128)."),
     detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Crop mode only."),
@@ -109,7 +111,7 @@ def study(
         opts = study_mod.StudyOptions(epochs=epochs, batch_size=batch_size, seed=seed, seeds=seeds,
                                       test_images=test_images, faithful=not crop,
                                       input_size=input_size, runs=study_mod.parse_runs(runs), loso=not no_loso,
-                                      augment=augment, quick=quick, detector=detector,
+                                      augment=augment, quick=quick, detector=detector, resume=resume,
                                       detector_model=str(detector_model) if detector_model else None)
         result = study_mod.run_study(data, out, opts, echo=lambda s: typer.echo(s, err=True))
     except ValueError as exc:         # a bad option value found by the study

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,14 @@ def check_sharpness(fs, tr, va, cfg: TrainConfig, echo=print) -> tuple[float, fl
     return s_tr, s_va
 
 
+def _saved_fold(path: Path, key) -> dict | None:
+    try:
+        rep = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rep if rep.get("key") == json.loads(json.dumps(key)) else None
+
+
 def cv_folds(fs, cv: str, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """(name, train indices, test indices) for ``--cv K`` or ``--cv loso``."""
     if cv == "loso":
@@ -128,11 +137,13 @@ def cv_folds(fs, cv: str, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]
 
 
 def cross_validate(fs, x, cfg: TrainConfig, cv: str, out: Path, dataset: str, echo=print,
-                   max_folds: int | None = None) -> dict:
+                   max_folds: int | None = None, fold_key=None, resume: bool = False) -> dict:
     """--cv K (stratified k-fold) or --cv loso (leave one subject out): mean and std over folds.
 
     Each fold trains for the full number of epochs and is scored with its last weights: the test fold
     is never used to pick an epoch or to stop early. ``max_folds`` runs only the first folds (smoke runs).
+    With ``fold_key(train, test)``, each finished fold is written to ``out/folds/`` with its key (and its
+    predictions); ``resume`` then reuses a fold whose key is equal instead of training it again.
     """
     from .train import predict, write_report
     folds = cv_folds(fs, cv, cfg.seed)
@@ -141,11 +152,24 @@ def cross_validate(fs, x, cfg: TrainConfig, cv: str, out: Path, dataset: str, ec
     out.mkdir(parents=True, exist_ok=True)
     fold_reports, y_all, p_all = [], [], []
     fcfg = TrainConfig(**{**cfg.__dict__, "patience": 0})   # no peeking at the test fold
-    for name, tr, te in folds:
-        model, _ = _fit_recipe(x[tr], fs.labels[tr], x[te], fs.labels[te], fcfg, None, False, echo=lambda s: None,
-                               keep_best=False)
-        pred = predict(model, _eval_inputs(x[te], cfg)).argmax(axis=1)
-        rep = metrics.report(fs.labels[te], pred)
+    for i, (name, tr, te) in enumerate(folds):
+        key = fold_key(tr, te) if fold_key else None
+        saved = out / "folds" / f"fold{i:02d}.json"
+        rep = _saved_fold(saved, key) if (key is not None and resume) else None
+        if rep is not None:
+            pred = np.asarray(rep["predictions"], dtype=np.int64)
+            echo(f"{name}: reused from {saved}")
+        else:
+            model, _ = _fit_recipe(x[tr], fs.labels[tr], x[te], fs.labels[te], fcfg, None, False,
+                                   echo=lambda s: None, keep_best=False)
+            pred = predict(model, _eval_inputs(x[te], cfg)).argmax(axis=1)
+            rep = metrics.report(fs.labels[te], pred)
+            if key is not None:
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                tmp = saved.with_suffix(".tmp")
+                tmp.write_text(json.dumps({**rep, "fold": name, "key": key, "predictions": pred.tolist()}))
+                os.replace(tmp, saved)
+        rep = {k: v for k, v in rep.items() if k not in ("key", "predictions")}
         rep["fold"] = name
         fold_reports.append(rep)
         y_all.extend(fs.labels[te])

@@ -57,6 +57,7 @@ class StudyOptions:
     detector_model: str | None = None
     stop_patience: int = 10
     stop_min_delta: float = 0.01
+    resume: bool = False             # reuse the trainings an interrupted study in the same --out finished
     extra: dict = field(default_factory=dict)
 
 
@@ -138,20 +139,26 @@ def run_study(data, out, opts: StudyOptions | None = None, echo=print) -> dict:
                 cfg = TrainConfig(arch=arch, optimizer=optimizer, epochs=epochs, batch_size=opts.batch_size,
                                   seed=seed, patience=0, augment=opts.augment, class_weights=False,
                                   input_size=opts.input_size, channels=3, extra=dict(stop))
-                model, history = fit(x[tr], fs.labels[tr], x[te], fs.labels[te], cfg, None, False,
-                                     echo=lambda s: None, keep_best=False)
-                row["params"] = int(model.count_params())
-                rep = metrics.report(fs.labels[te], predict(model, x[te]).argmax(axis=1))
-                rep.update({"model": arch, "optimizer": optimizer, "split": kind, "seed": seed,
-                            "epochs": len(history), "train_images": int(len(tr)), "test_images": int(len(te)),
-                            "history": history})
-                write_report(rep, run_dir / kind, f"seed{seed}_report", f"{name}, {kind} split, seed {seed}: "
-                             f"accuracy {rep['accuracy']:.3f}")
+                key = training_key(cfg, fs.paths, tr, te, detector)
+                rep = _finished(run_dir / kind / f"seed{seed}_report.json", key) if opts.resume else None
+                if rep is None:
+                    model, history = fit(x[tr], fs.labels[tr], x[te], fs.labels[te], cfg, None, False,
+                                         echo=lambda s: None, keep_best=False)
+                    rep = metrics.report(fs.labels[te], predict(model, x[te]).argmax(axis=1))
+                    rep.update({"model": arch, "optimizer": optimizer, "split": kind, "seed": seed,
+                                "epochs": len(history), "train_images": int(len(tr)), "test_images": int(len(te)),
+                                "params": int(model.count_params()), "history": history, "key": key})
+                    write_report(rep, run_dir / kind, f"seed{seed}_report", f"{name}, {kind} split, seed {seed}: "
+                                 f"accuracy {rep['accuracy']:.3f}")
+                    done = f"after {rep['epochs']} epochs ({time.time() - t0:.0f}s)"
+                else:
+                    done = f"after {rep['epochs']} epochs (reused from {run_dir / kind / f'seed{seed}_report.json'})"
+                row["params"] = rep["params"]
                 accs.append(rep["accuracy"])
                 f1s.append(rep["macro_f1"])
-                eps.append(len(history))
+                eps.append(rep["epochs"])
                 echo(f"{name}: {kind} split, seed {seed}: accuracy {rep['accuracy']:.4f} on {len(te)} test images "
-                     f"after {len(history)} epochs ({time.time() - t0:.0f}s)")
+                     + done)
             m, sd = _mean_sd(accs)
             row.update({f"{kind}_accuracy_mean": m, f"{kind}_accuracy_std": sd, f"{kind}_accuracies": accs,
                         f"{kind}_macro_f1_mean": _mean_sd(f1s)[0], f"{kind}_epochs": eps,
@@ -162,7 +169,9 @@ def run_study(data, out, opts: StudyOptions | None = None, echo=print) -> dict:
                               input_size=opts.input_size, channels=3, extra=dict(stop))
             cv = commands.cross_validate(fs, x, cfg, "loso", run_dir / "loso", "jaffe",
                                          echo=lambda s, n=name: echo(f"{n}: {s}"),
-                                         max_folds=folds if folds < len(people) else None)
+                                         max_folds=folds if folds < len(people) else None,
+                                         fold_key=lambda tr, te: training_key(cfg, fs.paths, tr, te, detector),
+                                         resume=opts.resume)
             row.update({"loso_accuracy_mean": cv["accuracy_mean"], "loso_accuracy_std": cv["accuracy_std"],
                         "loso_macro_f1_mean": cv["macro_f1_mean"], "loso_macro_f1_std": cv["macro_f1_std"],
                         "loso_pooled_accuracy": cv["pooled"]["accuracy"], "loso_folds": cv["folds"],
@@ -188,6 +197,26 @@ def run_study(data, out, opts: StudyOptions | None = None, echo=print) -> dict:
     (out / "study.json").write_text(json.dumps(result, indent=1, default=lambda o: np.asarray(o).tolist()))
     (out / "study.md").write_text(markdown_table(result))
     return result
+
+
+def training_key(cfg: TrainConfig, paths, tr, te, detector: str) -> dict:
+    """What makes one training of the study what it is: its settings and its exact train and test images.
+    A finished training is reused by --resume only when its key is equal."""
+    import hashlib
+    digest = hashlib.sha1()
+    for part in (tr, te):
+        digest.update("\n".join(Path(paths[i]).name for i in part).encode() + b"\0")
+    return {"config": {k: v for k, v in asdict(cfg).items() if k != "time_budget_min"},
+            "detector": detector, "images": digest.hexdigest()}
+
+
+def _finished(path: Path, key: dict) -> dict | None:
+    """The report of a training finished with this key, or None (absent, torn, or other settings)."""
+    try:
+        rep = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return rep if rep.get("key") == json.loads(json.dumps(key)) else None
 
 
 def _pct(v) -> str:

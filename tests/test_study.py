@@ -121,3 +121,33 @@ def test_quick_study_caps_epochs_and_people(tmp_path):
     assert len(rep["history"]) <= 2
     assert row["loso_folds"] == study.QUICK_FOLDS == 3 and list(row["loso_per_person"]) == ["KA", "KL", "KM"]
     assert "QUICK RUN (2 epochs, 2 splits, 3 people left out)" in (tmp_path / "out" / "study.md").read_text()
+
+
+def test_an_interrupted_study_resumes_with_the_trainings_it_finished(tmp_path):
+    write_jaffe(tmp_path / "jaffe", subjects=("KA", "KL", "KM"), takes=1, palette=False)
+    opts = study.StudyOptions(epochs=1, seeds=2, runs=(("seed-basic", "adam"),), input_size=32)
+    first = study.run_study(tmp_path / "jaffe", tmp_path / "out", opts, echo=lambda s: None)
+    # an interruption: the last random-split training and the last LOSO fold never finished, one report is torn
+    run = tmp_path / "out" / "seed-basic-adam"
+    (run / "random" / "seed1_report.json").unlink()
+    (run / "loso" / "folds" / "fold02.json").unlink()
+    torn = run / "grouped" / "seed0_report.json"
+    torn.write_text(torn.read_text()[:100])
+    said = []
+    again = study.run_study(tmp_path / "jaffe", tmp_path / "out",
+                            study.StudyOptions(**{**opts.__dict__, "resume": True}), echo=said.append)
+    reused = [s for s in said if "reused from" in s]
+    assert len(reused) == 4, said                  # random seed 0, grouped seed 1, LOSO folds 0 and 1
+    assert not any("seed1_report" in s for s in reused if "random" in s)
+    assert (run / "random" / "seed1_report.json").is_file() and json.loads(torn.read_text())["key"]
+    a, b = first["rows"][0], again["rows"][0]
+    assert a["random_accuracies"][0] == b["random_accuracies"][0]
+    assert a["grouped_accuracies"][1] == b["grouped_accuracies"][1]
+    assert [a["loso_per_person"][p] for p in ("KA", "KL")] == [b["loso_per_person"][p] for p in ("KA", "KL")]
+    assert set(b["loso_per_person"]) == {"KA", "KL", "KM"}
+    # other settings: nothing is reused
+    said.clear()
+    study.run_study(tmp_path / "jaffe", tmp_path / "out",
+                    study.StudyOptions(**{**opts.__dict__, "resume": True, "epochs": 2}), echo=said.append)
+    assert not [s for s in said if "reused from" in s] and any("after 2 epochs" in s or "after 1 epochs" in s
+                                                               for s in said)

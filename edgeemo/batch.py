@@ -3,9 +3,10 @@
 - ``walk`` streams the inputs with ``os.scandir``: it never lists a whole tree first (a folder of up to
   SORT_LIMIT entries is taken in name order; a larger one in the order the filesystem gives).
 - ``Pool`` runs N worker processes, each with its own interpreter, model and detector. Each has its own
-  pipe and is given one file at a time, so the parent always knows which file a worker has in hand: a
-  worker that dies on a file (a decoder crash, the OOM killer) costs that file one ``error`` record and is
-  replaced; the run goes on. Records are written by the parent, in completion order.
+  pipe and is given two files ahead (so it never waits for the parent between files) and takes them in
+  order, so the parent always knows which file a worker has in hand: a worker that dies on a file (a
+  decoder crash, the OOM killer) costs that file one ``error`` record and is replaced; the file queued
+  behind it goes to another worker; the run goes on. Records are written by the parent, in completion order.
 - ``Done`` is what ``--resume`` skips: the inputs that already have a record in ``results.jsonl``, keyed by
   path, size and mtime (``--resume``) or path and sha256 (``--resume=hash``), held as a sorted array of
   64-bit hashes (8 bytes per record).
@@ -19,6 +20,7 @@ import os
 import signal
 import stat
 import time
+from collections import deque
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -162,7 +164,11 @@ def _worker(conn, options, annotate, roots, done: Done | None) -> None:
     import cv2
     cv2.setNumThreads(1)          # the parallelism is the processes: OpenCV's own threads would only contend
     from .pipeline import Classifier
-    clf = Classifier(options)
+    try:
+        clf = Classifier(options)
+    except Exception as exc:         # the parent says it, once (it builds the same classifier itself)
+        conn.send(("fatal", None, str(exc)))
+        return
     crash_on = os.environ.get(CRASH_ENV)
     while True:
         try:
@@ -196,11 +202,12 @@ def classify_one(clf, path: Path, annotate: Path | None, roots) -> dict:
 
 
 class Pool:
-    """N worker processes fed one path at a time (see the module's text)."""
+    """N worker processes, each fed up to ``depth`` paths ahead (see the module's text)."""
 
-    def __init__(self, n: int, options, annotate, roots, done: Done | None):
+    def __init__(self, n: int, options, annotate, roots, done: Done | None, depth: int = 2):
         self.ctx = mp.get_context("spawn")     # a fresh interpreter: nothing of the parent's state is shared
         self.args = (options, annotate, roots, done)
+        self.depth = depth                     # a worker never waits for the parent between two files
         self.workers: list[dict] = []
         for _ in range(n):
             self.workers.append(self._start())
@@ -210,40 +217,47 @@ class Pool:
         p = self.ctx.Process(target=_worker, args=(child, *self.args), daemon=True)
         p.start()
         child.close()
-        return {"proc": p, "conn": parent, "path": None}
+        return {"proc": p, "conn": parent, "paths": deque()}
 
-    def idle(self) -> list[dict]:
-        return [w for w in self.workers if w["path"] is None]
+    def slots(self) -> list[dict]:
+        """One entry per path the workers can take now, the least loaded workers first."""
+        return [w for level in range(self.depth) for w in self.workers if len(w["paths"]) <= level]
 
     def busy(self) -> int:
-        return sum(w["path"] is not None for w in self.workers)
+        return sum(len(w["paths"]) for w in self.workers)
 
     def give(self, w: dict, path: Path) -> None:
-        w["path"] = path
+        w["paths"].append(path)
         w["conn"].send(str(path))
 
     def results(self, timeout: float | None):
         """(kind, path, record) tuples as workers finish; ``("crash", path, exitcode)`` for a worker that died
-        with a file in hand (it is replaced)."""
-        waitables = {w["conn"]: w for w in self.workers if w["path"] is not None}
-        waitables.update({w["proc"].sentinel: w for w in self.workers if w["path"] is not None})
+        with a file in hand (it is replaced), ``("again", path, None)`` for each further file that worker
+        had been given: it was never started and goes to another worker; ``("fatal", path, message)`` for a
+        worker that could not build its classifier."""
+        waitables = {w["conn"]: w for w in self.workers if w["paths"]}
+        waitables.update({w["proc"].sentinel: w for w in self.workers if w["paths"]})
         out = []
         seen = set()
         for ready in wait(list(waitables), timeout):
             w = waitables[ready]
-            if w["path"] is None or id(w) in seen:        # its pipe and its sentinel can both be ready
+            if id(w) in seen:                      # its pipe and its sentinel can both be ready
                 continue
             seen.add(id(w))
             try:
-                if ready is w["conn"] or w["conn"].poll():
+                while w["paths"] and w["conn"].poll():
                     kind, path, rec = w["conn"].recv()
-                    w["path"] = None
+                    if kind == "fatal":            # it could not build its classifier
+                        return [(kind, str(w["paths"][0]), rec)]
+                    w["paths"].popleft()
                     out.append((kind, path, rec))
+                if w["proc"].is_alive() or not w["paths"]:
                     continue
             except (EOFError, OSError):
                 pass
             w["proc"].join(1)
-            out.append(("crash", str(w["path"]), w["proc"].exitcode))
+            out.append(("crash", str(w["paths"].popleft()), w["proc"].exitcode))
+            out.extend(("again", str(p), None) for p in w["paths"])
             self.workers.remove(w)
             w["conn"].close()
             self.workers.append(self._start())

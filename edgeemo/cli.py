@@ -82,10 +82,10 @@ def _formats(value: str, default: List[str]) -> List[str]:
     return fmts
 
 
-def _make_classifier(model, detector, detector_model, threads, min_face, max_faces, score_threshold):
-    from .pipeline import Classifier, ClassifierOptions
-    clf = Classifier(ClassifierOptions(model, detector, detector_model, threads, min_face, max_faces,
-                                       score_threshold))
+def _make_classifier(options):
+    from .pipeline import Classifier
+    clf = Classifier(options)
+    detector = options.detector
     where = clf.detector.model_path
     note = f" ({where})" if where else (" (YuNet model file not found; see --detector-model)"
                                         if detector == "auto" and clf.detector.name == "haar" else "")
@@ -136,13 +136,9 @@ def classify(
     jobs = usable if jobs is None else jobs
     if jobs < 1:
         raise typer.BadParameter(f"{jobs}: at least 1", param_hint="--jobs")
-    clf = _make_classifier(model, detector, detector_model, threads, min_face, max_faces, score_threshold)
-    results = ResultFiles(out, formats, clf.labels, repair=resume is not None) if out else \
-        StdoutWriter(formats[0], clf.labels)
+    from .pipeline import ClassifierOptions
+    options = ClassifierOptions(model, detector, detector_model, threads, min_face, max_faces, score_threshold)
     done = batch.Done.load(out / "results.jsonl", resume) if resume else None
-    if done is not None:
-        typer.echo(f"edgeemo: resuming: {len(done):,} inputs in {out / 'results.jsonl'} are skipped", err=True)
-
     inputs = batch.walk(paths, recursive)
     first = [p for _, p in zip(range(2), inputs)]
     if len(first) < 2:
@@ -150,6 +146,18 @@ def classify(
     import itertools
     inputs = itertools.chain(first, inputs)
     roots = [p for p in paths if p.is_dir()]
+    # the workers start first: their start-up overlaps the parent's own (a model to label error records)
+    pool = batch.Pool(jobs, options, annotate, roots, done) if jobs > 1 else None
+    try:
+        clf = _make_classifier(options)
+        results = ResultFiles(out, formats, clf.labels, repair=resume is not None) if out else \
+            StdoutWriter(formats[0], clf.labels)
+    except BaseException:
+        if pool:
+            pool.close()
+        raise
+    if done is not None:
+        typer.echo(f"edgeemo: resuming: {len(done):,} inputs in {out / 'results.jsonl'} are skipped", err=True)
     status, labels, n_faces, skipped = Counter(), Counter(), 0, 0
     t0 = time.perf_counter()
     progress = batch.Progress(sys.stderr, lambda: batch.count(paths, recursive)) \
@@ -185,14 +193,14 @@ def classify(
                     continue
                 write(batch.classify_one(clf, path, annotate, roots))
         else:
-            pool = batch.Pool(jobs, clf.options, annotate, roots, done)
             crashes_in_a_row = 0
+            again: list[Path] = []                      # given to a worker that died before starting them
             try:
                 exhausted = False
                 while True:
                     if not stop["signal"] and not exhausted:
-                        for w in pool.idle():
-                            nxt = next(inputs, None)
+                        for w in pool.slots():
+                            nxt = again.pop() if again else next(inputs, None)
                             if nxt is None:
                                 exhausted = True
                                 break
@@ -200,6 +208,12 @@ def classify(
                     if not pool.busy():
                         break
                     for kind, path, rec in pool.results(0.5):
+                        if kind == "again":
+                            again.append(Path(path))
+                            exhausted = False
+                            continue
+                        if kind == "fatal":
+                            _fail(f"a worker process could not set up its classifier: {rec}; try --jobs 1")
                         crashes_in_a_row = crashes_in_a_row + 1 if kind == "crash" else 0
                         if kind == "skip":
                             skipped += 1
@@ -213,6 +227,7 @@ def classify(
                                   f"{batch.crash_message(path, rec)}); is memory short? Try --jobs 1")
             finally:
                 pool.close()
+                inputs = itertools.chain(again, inputs)
     finally:
         for sig, h in previous.items():
             signal.signal(sig, h)

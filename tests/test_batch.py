@@ -136,3 +136,14 @@ def test_the_walk_streams_and_sorts_only_small_folders(tmp_path, monkeypatch):
     names = [p.name for p in batch.walk([folder])]
     assert sorted(names) == [f"{i:03d}.png" for i in range(50)] and len(set(names)) == 50
     assert batch.count([folder, tmp_path / "missing.jpg"], False) == 51
+
+
+def test_a_bad_model_with_workers_is_one_clear_error(small_files, tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a model at all")
+    p = classify(small_files, "--model", bad, "--detector", "none", "--jobs", 2, "--out", tmp_path / "out")
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 1
+    assert err.strip().splitlines() == [f"edgeemo: error: {bad}: not a TFLite model (the file identifier TFL3 is "
+                                        f"missing)"], err       # said once, by the parent; no worker traceback
+    assert not records(tmp_path / "out")

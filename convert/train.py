@@ -195,11 +195,19 @@ def fit(x_tr, y_tr, x_val, y_val, cfg: TrainConfig, run_dir: str | Path | None =
 def loss_plateau(cfg: TrainConfig, state: dict, row: dict) -> str | None:
     """With ``extra["stop_on"] == "train_loss"``: stop once the training loss has not fallen by
     ``stop_min_delta`` (relative) for ``stop_patience`` epochs ("trained until the training loss stops
-    falling"); the test faces play no part."""
+    falling"); the test faces play no part. With ``stop_armed_below`` (a fraction), the rule waits until
+    the loss has first fallen below that fraction of the first epoch's: a network still on its starting
+    plateau (the loss at ln 7, every face one class) has not stopped falling, it has not started."""
     ex = cfg.extra or {}
     if ex.get("stop_on") != "train_loss":
         return None
     loss = float(row["loss"])
+    state.setdefault("first_loss", loss)
+    armed_below = ex.get("stop_armed_below")
+    if armed_below is not None and not state.get("stop_armed"):
+        if loss >= float(armed_below) * state["first_loss"]:
+            return None
+        state["stop_armed"] = True
     best = state.get("best_loss")
     if best is None or loss < best * (1.0 - float(ex.get("stop_min_delta", 0.01))):
         state["best_loss"], state["loss_epoch"] = loss, state["epoch"]

@@ -52,6 +52,9 @@ def test_study_on_synthetic_jaffe(tmp_path):
             assert row[f"{kind}_accuracies"] == accs
             assert row[f"{kind}_accuracy_mean"] == pytest.approx(np.mean(accs), abs=1e-6)
             assert row[f"{kind}_accuracy_std"] == pytest.approx(np.std(accs, ddof=1), abs=1e-6)
+            # one epoch: the best epoch is the last, and its Keras test accuracy is the report's
+            assert row[f"{kind}_best_epoch_accuracies"] == pytest.approx(accs, abs=1e-4)
+            assert row[f"{kind}_best_split_best_epoch"] == pytest.approx(max(accs), abs=1e-4)
         assert row["random_test_images"] == [8, 8]
         cv = json.loads((out / row["run"] / "loso" / "cv_report.json").read_text())
         assert [f["fold"] for f in cv["fold_reports"]] == ["subject KA", "subject KM"]
@@ -64,6 +67,7 @@ def test_study_on_synthetic_jaffe(tmp_path):
     assert table in res.stdout                              # the table is printed, and written
     lines = table.splitlines()
     assert lines[0] == ("| run | params | study (64 test images) | ours, random split (mean ± sd, 2 splits) | "
+                        "ours, the luckiest split with the epoch picked on its test images | "
                         "ours, random split without near-duplicates | ours, leave-one-subject-out (2 people) | "
                         "epochs (random split) |")
     assert lines[2].startswith(f"| seed-basic + adam | 37,349 | 46.9% | {100 * basic['random_accuracy_mean']:.1f}% ± "
@@ -83,6 +87,21 @@ def test_faithful_training_stops_when_the_training_loss_stops_falling():
     # 1.0 at epoch 3, then no fall of 1% for 3 epochs: stop at epoch 6, before the drop at epoch 7
     assert stops[:5] == [None] * 5 and "has not fallen by 1% for 3 epochs" in stops[5]
     assert loss_plateau(TrainConfig(), {"epoch": 9}, {"loss": 1.0}) is None       # off unless asked
+    # a network on its starting plateau (the loss near ln 7 for 12 epochs) has not started falling: the rule
+    # waits until the loss is below half its first epoch's (seed-dropout on one JAFFE split did exactly this)
+    cfg.extra["stop_armed_below"] = 0.5
+    state, stops = {"epoch": 0}, []
+    plateau = [1.97, 1.945, 1.946, 1.945, 1.944, 1.945, 1.94, 1.939, 1.939, 1.935, 1.938, 1.928, 1.9, 1.88]
+    for epoch, loss in enumerate(plateau + [1.6, 1.2, 0.9, 0.9, 0.9, 0.9], 1):
+        state["epoch"] = epoch
+        stops.append(loss_plateau(cfg, state, {"loss": loss}))
+    assert stops[:-1] == [None] * (len(stops) - 1) and stops[-1] is not None   # armed at 0.9, stopped 3 later
+    del cfg.extra["stop_armed_below"]
+    state, stops = {"epoch": 0}, []
+    for epoch, loss in enumerate(plateau, 1):
+        state["epoch"] = epoch
+        stops.append(loss_plateau(cfg, state, {"loss": loss}))
+    assert next(i for i, s in enumerate(stops, 1) if s) == 5          # without it: stopped on the plateau
 
 
 def test_the_split_without_near_duplicates_keeps_each_persons_expression_on_one_side():
@@ -119,6 +138,7 @@ def test_quick_study_caps_epochs_and_people(tmp_path):
     assert result["options"]["epochs_run"] == study.QUICK_EPOCHS == 2 and result["options"]["seeds_run"] == [0, 1]
     rep = json.loads((tmp_path / "out" / "seed-basic-adam" / "random" / "seed0_report.json").read_text())
     assert len(rep["history"]) <= 2
+    assert row["random_best_epoch_accuracies"][0] == max(e["val_accuracy"] for e in rep["history"])
     assert row["loso_folds"] == study.QUICK_FOLDS == 3 and list(row["loso_per_person"]) == ["KA", "KL", "KM"]
     assert "QUICK RUN (2 epochs, 2 splits, 3 people left out)" in (tmp_path / "out" / "study.md").read_text()
 

@@ -112,7 +112,9 @@ def check_sharpness(fs, tr, va, cfg: TrainConfig, echo=print) -> tuple[float, fl
     return s_tr, s_va
 
 
-def _saved_fold(path: Path, key) -> dict | None:
+def saved_result(path: Path, key) -> dict | None:
+    """The report saved at ``path`` by a training with this key (settings and images), or None (absent, torn,
+    or another training): what a resumed study or cross-validation reuses instead of training again."""
     try:
         rep = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -155,7 +157,7 @@ def cross_validate(fs, x, cfg: TrainConfig, cv: str, out: Path, dataset: str, ec
     for i, (name, tr, te) in enumerate(folds):
         key = fold_key(tr, te) if fold_key else None
         saved = out / "folds" / f"fold{i:02d}.json"
-        rep = _saved_fold(saved, key) if (key is not None and resume) else None
+        rep = saved_result(saved, key) if (key is not None and resume) else None
         if rep is not None:
             pred = np.asarray(rep["predictions"], dtype=np.int64)
             echo(f"{name}: reused from {saved}")

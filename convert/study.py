@@ -142,7 +142,7 @@ def run_study(data, out, opts: StudyOptions | None = None, echo=print) -> dict:
                                   seed=seed, patience=0, augment=opts.augment, class_weights=False,
                                   input_size=opts.input_size, channels=3, extra=dict(stop))
                 key = training_key(cfg, fs.paths, tr, te, detector)
-                rep = _finished(run_dir / kind / f"seed{seed}_report.json", key) if opts.resume else None
+                rep = commands.saved_result(run_dir / kind / f"seed{seed}_report.json", key) if opts.resume else None
                 if rep is None:
                     model, history = fit(x[tr], fs.labels[tr], x[te], fs.labels[te], cfg, None, False,
                                          echo=lambda s: None, keep_best=False)
@@ -214,15 +214,6 @@ def training_key(cfg: TrainConfig, paths, tr, te, detector: str) -> dict:
         digest.update("\n".join(Path(paths[i]).name for i in part).encode() + b"\0")
     return {"config": {k: v for k, v in asdict(cfg).items() if k != "time_budget_min"},
             "detector": detector, "images": digest.hexdigest()}
-
-
-def _finished(path: Path, key: dict) -> dict | None:
-    """The report of a training finished with this key, or None (absent, torn, or other settings)."""
-    try:
-        rep = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return rep if rep.get("key") == json.loads(json.dumps(key)) else None
 
 
 def _pct(v) -> str:

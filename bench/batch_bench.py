@@ -1,9 +1,9 @@
 """`edgeemo classify --jobs N`: throughput against one process, and a big run with a kill -9 and --resume.
 
-    python bench/batch_bench.py [--photos 400] [--small 100000]
+    python bench/batch_bench.py [--photos 400] [--repeats 3] [--small 100000]
 
 1. YuNet on 640x480 photos (the scene photos, resized; --photos copies): images/s with --jobs 1, --jobs 2 and
-   --jobs 1 pinned to one core, run in alternation in this one run, end to end (the command's own figure, worker start-up
+   --jobs 1 pinned to one core, run in alternation in this one run (best of --repeats each), end to end (the command's own figure, worker start-up
    included) and steady (from the records' own times, first to last); the ratios; what --jobs 4 would give on a 4-core Pi from
    the per-core figure (on paper: it assumes the cores scale as these two do).
 2. --small 48x48 FER2013 faces (copies of val/ under new names, a few real photos among them), --detector
@@ -95,6 +95,7 @@ def run(args: list, watch_rss: bool = False, kill_at: int | None = None, out: Pa
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--photos", type=int, default=400)
+    ap.add_argument("--repeats", type=int, default=3, help="runs of each --jobs setting, in alternation")
     ap.add_argument("--small", type=int, default=100_000)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +108,7 @@ def main() -> int:
         det = ["--detector", "yunet", "--detector-model", YUNET]
         rates = {1: [], 2: [], "core": []}
         steady = {1: [], 2: [], "core": []}
-        for jobs in (1, 2, "core", 1, 2, "core"):
+        for jobs in (1, 2, "core") * args.repeats:
             out = tmp / f"yunet-{jobs}-{len(rates[jobs])}"
             n = 1 if jobs == "core" else jobs
             dt, err, *_ = run([photos, *det, "--jobs", n, "--out", out], pin=jobs == "core")
@@ -117,7 +118,7 @@ def main() -> int:
             steady[jobs].append((len(times) - 1) / (times[-1] - times[0]))
         r1, r2, rc = max(rates[1]), max(rates[2]), max(rates["core"])
         s1, s2, sc = max(steady[1]), max(steady[2]), max(steady["core"])
-        print(f"YuNet, {args.photos} photos of 640x480, best of two runs each, in alternation (--jobs 1, --jobs 2, "
+        print(f"YuNet, {args.photos} photos of 640x480, best of {args.repeats} runs each, in alternation (--jobs 1, --jobs 2, "
               f"--jobs 1 pinned to one core):")
         print(f"  end to end: --jobs 1 {r1:.1f} images/s, --jobs 2 {r2:.1f} images/s: {r2 / r1:.2f}x; "
               f"one core {rc:.1f} images/s: {r2 / rc:.2f}x")
@@ -127,6 +128,8 @@ def main() -> int:
         print(f"on paper, a 4-core Pi with --jobs 4: {4 * s2 / 2 / sc:.1f}x one core, i.e. {4 * s2 / 2 / s1:.1f}x its "
               f"--jobs 1 figure, if its cores scale as these two did ({s2 / sc / 2:.0%} of linear here)")
 
+        if not args.small:                     # --small 0: the throughput figures only
+            return 0
         small = tmp / "small"
         small.mkdir()
         faces = sorted(FER_VAL.rglob("*.jpg"))

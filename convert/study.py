@@ -7,16 +7,22 @@ measures how well a network recognises other photos of people it has seen. Leave
 (train on nine women, test on the tenth, for each of the ten) measures what matters for a device: faces
 it has never seen.
 
-For each (recipe, optimizer) run this trains once on the random split and once per left-out person, and
+For each (recipe, optimizer) run this trains on ``seeds`` random splits, on the same splits without
+near-duplicates (each woman's takes of one expression on one side), and once per left-out person, and
 writes to the output folder:
   study.json                      every figure below, the options, and the per-fold reports
-  study.md                        the table, in Markdown
-  <recipe>-<optimizer>/random_split_report.json (+ random_split_confusion.png)
-  <recipe>-<optimizer>/loso/cv_report.json (+ cv_pooled_confusion.png)
+  study.md                        the table, in Markdown (docs/study.md explains it)
+  <recipe>-<optimizer>/random/seed<N>_report.json, grouped/seed<N>_report.json (+ confusion PNGs; each
+                                  with its per-epoch history and the key --resume matches)
+  <recipe>-<optimizer>/loso/cv_report.json (+ cv_pooled_confusion.png; folds/ for --resume)
+  best_loso_confusion.png         the pooled confusion matrix of the best run under leave-one-subject-out
 
-Every model is scored with its last epoch's weights: no test image chooses an epoch.
-The pictures are whole photos: faces are found with the device's detector and cropped with the device's
-crop code (commands.load_inputs), exactly as `edgeemo train --dataset jaffe` does.
+Every model is scored with its last epoch's weights: no test image chooses an epoch (the column "the
+luckiest split with the epoch picked on its test images" is read from the histories, to show what a study
+that did so would report). Faithful mode (the default) uses the study's input: the whole photo at 128x128
+RGB, no face detection, the optimizer's own constant rate, until the training loss stops falling. Crop
+mode (``faithful=False``) finds and crops faces with the device's detector and crop code
+(commands.load_inputs), as `edgeemo train --dataset jaffe` does, for a fixed number of epochs.
 """
 from __future__ import annotations
 

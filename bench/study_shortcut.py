@@ -30,19 +30,15 @@ def main() -> int:
     ap.add_argument("--runs", default="seed-basic:adam,seed-best:adam")
     args = ap.parse_args()
     from edgeemo_convert import commands, prepare, study
-    from edgeemo_convert.train import TrainConfig, fit, predict
+    from edgeemo_convert.train import fit, predict
 
     opts = study.StudyOptions()
     fs, x = commands.load_inputs(args.data, "jaffe", opts.input_size, 3, "none", None)
     groups = list(zip(fs.subjects, fs.labels.tolist()))
-    stop = {"schedule": "constant", "stop_on": "train_loss", "stop_patience": opts.stop_patience,
-            "stop_min_delta": opts.stop_min_delta, "stop_armed_below": opts.stop_armed_below}
     for arch, optimizer in study.parse_runs(args.runs):
         for seed in range(args.seeds):
             tr, te = prepare.grouped_count_split(fs.labels, groups, opts.test_images, seed)
-            cfg = TrainConfig(arch=arch, optimizer=optimizer, epochs=opts.epochs, batch_size=opts.batch_size,
-                              seed=seed, patience=0, augment=False, class_weights=False,
-                              input_size=opts.input_size, channels=3, extra=dict(stop))
+            cfg = opts.train_config(arch, optimizer, seed, opts.epochs)
             model, history = fit(x[tr], fs.labels[tr], x[te], fs.labels[te], cfg, None, False,
                                  echo=lambda s: None, keep_best=False)
             pred = predict(model, x[te]).argmax(axis=1)

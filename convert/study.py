@@ -67,6 +67,16 @@ class StudyOptions:
     resume: bool = False             # reuse the trainings an interrupted study in the same --out finished
     extra: dict = field(default_factory=dict)
 
+    def train_config(self, arch: str, optimizer: str, seed: int, epochs: int) -> TrainConfig:
+        """One training of the study: its recipe and optimizer, at most ``epochs``, scored at its last epoch;
+        in faithful mode at the optimizer's constant rate until the training loss stops falling."""
+        stop = ({"schedule": "constant", "stop_on": "train_loss", "stop_patience": self.stop_patience,
+                 "stop_min_delta": self.stop_min_delta, "stop_armed_below": self.stop_armed_below}
+                if self.faithful else {})
+        return TrainConfig(arch=arch, optimizer=optimizer, epochs=epochs, batch_size=self.batch_size, seed=seed,
+                           patience=0, augment=self.augment, class_weights=False, input_size=self.input_size,
+                           channels=3, extra=stop)
+
 
 def parse_runs(text: str | None) -> tuple:
     """``"seed-best:adam,seed-basic:adam"`` -> ((recipe, optimizer), ...); None or "" -> the study's five."""
@@ -126,9 +136,6 @@ def run_study(data, out, opts: StudyOptions | None = None, echo=print) -> dict:
     groups = list(zip(fs.subjects, fs.labels.tolist()))
     splits = {"random": [prepare.stratified_count_split(fs.labels, n_test, s) for s in seeds],
               "grouped": [prepare.grouped_count_split(fs.labels, groups, n_test, s) for s in seeds]}
-    stop = ({"schedule": "constant", "stop_on": "train_loss", "stop_patience": opts.stop_patience,
-             "stop_min_delta": opts.stop_min_delta, "stop_armed_below": opts.stop_armed_below}
-            if opts.faithful else {})
     mode = ("faithful: whole photos, 128x128 RGB, no face detection, the optimizer's own constant rate, "
             "until the training loss stops falling" if opts.faithful else "crop mode: faces found and cropped")
     echo(f"{mode}; {n_seeds} random splits of {n_test} test images (and the same without near-duplicates)"
@@ -144,11 +151,10 @@ def run_study(data, out, opts: StudyOptions | None = None, echo=print) -> dict:
         for kind, pairs in splits.items():
             accs, f1s, eps, peeks = [], [], [], []
             for seed, (tr, te) in zip(seeds, pairs):
-                cfg = TrainConfig(arch=arch, optimizer=optimizer, epochs=epochs, batch_size=opts.batch_size,
-                                  seed=seed, patience=0, augment=opts.augment, class_weights=False,
-                                  input_size=opts.input_size, channels=3, extra=dict(stop))
+                cfg = opts.train_config(arch, optimizer, seed, epochs)
                 key = training_key(cfg, fs.paths, tr, te, detector)
-                rep = commands.saved_result(run_dir / kind / f"seed{seed}_report.json", key) if opts.resume else None
+                saved = run_dir / kind / f"seed{seed}_report.json"
+                rep = commands.saved_result(saved, key) if opts.resume else None
                 if rep is None:
                     model, history = fit(x[tr], fs.labels[tr], x[te], fs.labels[te], cfg, None, False,
                                          echo=lambda s: None, keep_best=False)
@@ -156,11 +162,11 @@ def run_study(data, out, opts: StudyOptions | None = None, echo=print) -> dict:
                     rep.update({"model": arch, "optimizer": optimizer, "split": kind, "seed": seed,
                                 "epochs": len(history), "train_images": int(len(tr)), "test_images": int(len(te)),
                                 "params": int(model.count_params()), "history": history, "key": key})
-                    write_report(rep, run_dir / kind, f"seed{seed}_report", f"{name}, {kind} split, seed {seed}: "
+                    write_report(rep, saved.parent, saved.stem, f"{name}, {kind} split, seed {seed}: "
                                  f"accuracy {rep['accuracy']:.3f}")
                     done = f"after {rep['epochs']} epochs ({time.time() - t0:.0f}s)"
                 else:
-                    done = f"after {rep['epochs']} epochs (reused from {run_dir / kind / f'seed{seed}_report.json'})"
+                    done = f"after {rep['epochs']} epochs (reused from {saved})"
                 row["params"] = rep["params"]
                 peeks.append(max((e.get("val_accuracy", 0.0) for e in rep["history"]), default=0.0))
                 accs.append(rep["accuracy"])
@@ -176,9 +182,7 @@ def run_study(data, out, opts: StudyOptions | None = None, echo=print) -> dict:
                         # images (the history holds every epoch's test accuracy; no model here was chosen so)
                         f"{kind}_best_epoch_accuracies": peeks, f"{kind}_best_split_best_epoch": max(peeks)})
         if opts.loso:
-            cfg = TrainConfig(arch=arch, optimizer=optimizer, epochs=epochs, batch_size=opts.batch_size,
-                              seed=opts.seed, patience=0, augment=opts.augment, class_weights=False,
-                              input_size=opts.input_size, channels=3, extra=dict(stop))
+            cfg = opts.train_config(arch, optimizer, opts.seed, epochs)
             cv = commands.cross_validate(fs, x, cfg, "loso", run_dir / "loso", "jaffe",
                                          echo=lambda s, n=name: echo(f"{n}: {s}"),
                                          max_folds=folds if folds < len(people) else None,

@@ -80,7 +80,10 @@ def test_training_twin_lines_up_with_the_float_model():
     assert [v.shape for v in twin.weights] == [v.shape for v in plain.weights]
     # tiny by hand: 3x3 conv 1->8 at 48x48, max-pool, 3x3 conv 8->16 at 24x24, dense 16->7
     assert archs.multiply_adds(archs.build("tiny")) == 48 * 48 * 9 * 8 + 24 * 24 * 9 * 8 * 16 + 16 * 7
-    assert archs.multiply_adds(archs.build("res40")) <= 80_000_000         # the default model's budget
+    for name in ("res40", "res40d"):             # the default model's budget: 80 M multiply-adds, 500 KB int8
+        assert archs.multiply_adds(archs.build(name)) <= 80_000_000 and archs.build(name).count_params() < 480_000
+    # res40d is res40 with one more 64-channel block at 10x10: two 3x3 convs and their batch norms
+    assert archs.build("res40d").count_params() - archs.build("res40").count_params() == 2 * (64 * 64 * 9 + 4 * 64)
     rng = np.random.default_rng(0)
     # non-trivial batch-norm statistics, so that a swapped mean and variance would show
     ws = [w + rng.uniform(0.1, 0.5, w.shape).astype(np.float32) if w.ndim == 1 else w for w in twin.get_weights()]

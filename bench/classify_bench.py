@@ -107,15 +107,18 @@ def main() -> None:
     print(f"model {q.path} ({q.path.stat().st_size:,} bytes, {q.input_dtype} in, runtime {q.backend}); one core")
     face = np.random.default_rng(0).integers(0, 256, (1, q.size, q.size, q.channels), dtype=np.uint8)
 
-    print("\nper-face classification, 1 thread (one interpreter run; a model with mirror averaging runs a")
-    print("second, mirrored pass for faces it is unsure of)")
+    print("\nper-face classification, 1 thread (one interpreter run; a model with mirror averaging or further")
+    print("views also runs those for faces it is unsure of)")
     mirrors, skip_at = q.flip_average, q.skip_mirror_at
     q.flip_average = False
     t_q = timed(lambda: q.predict(face), args.repeat)
     print(f"  int8     {t_q * 1000:8.3f} ms")
     q.flip_average, q.skip_mirror_at = mirrors, None
-    if mirrors:
-        print(f"  int8 with the mirrored pass {timed(lambda: q.predict(face), args.repeat) * 1000:8.3f} ms")
+    if mirrors or q.views:
+        every = np.repeat(face[:, None], 1 + len(q.views), axis=1)      # the face in each of the model's views
+        passes = (1 + len(q.views)) * (2 if mirrors else 1)
+        print(f"  int8 with all {passes} passes (a face it is unsure of) "
+              f"{timed(lambda: q.predict(every), args.repeat) * 1000:8.3f} ms")
     q.skip_mirror_at = skip_at
     twin = float_twin(q, tmp)
     if twin:
@@ -168,10 +171,10 @@ def main() -> None:
                     ref.detect(im)
                 ratios.append(per_image[-1] / ((time.perf_counter() - t) / len(imgs)))
         ms = statistics.median(per_image) * 1000
-        mirrored = (q.invocations - runs0 - faces) / max(faces, 1)
+        passes = (q.invocations - runs0) / max(faces, 1)
         line = (f"  {name:6s} {1000 / ms:8.1f} images/s ({ms:.1f} ms per image; rounds "
                 f"{1 / max(per_image):.1f}..{1 / min(per_image):.1f}); {faces / rounds:.0f} faces per pass, "
-                f"{mirrored:.0%} of them with a mirrored pass")
+                f"{passes:.2f} model runs per face")
         if ratios:
             line += f"; {statistics.median(ratios):.2f}x the full-resolution YuNet yardstick"
         print(line)

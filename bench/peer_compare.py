@@ -8,8 +8,8 @@ face found is used whole, and counted). Printed per model: accuracy, macro-F1, d
 (one pass, one thread, the interpreter's invoke only), file size.
 
 Our model runs as the device runs it (`edgeemo.runtime.Model`: its metadata's preprocessing, including the
-central fraction of the face it sees, and the mirrored pass for faces the first pass is unsure of) and also
-with one pass only. The peer runs as its package runs
+central fraction of the face it sees, and for faces the first pass is unsure of, the mirrored pass and the
+further views its metadata names) and also with one pass only. The peer runs as its package runs
 it: the whole face (or detector box) at 64x64 gray, pixels mapped to (x/255 - 0.5) * 2, one pass.
 
 The peer's weights ship inside its wheel and are never part of this repository:
@@ -83,21 +83,28 @@ def score(name, y, probs, ms, size_bytes, extra=""):
     return rep
 
 
+def view_note(model) -> str:
+    """What the device adds for a face the first pass is unsure of, in words."""
+    views = [f"{f:g} of the frame" for f in model.views]
+    return " and ".join(filter(None, [", ".join(views) + " too" if views else "",
+                                      "every view mirrored" if model.flip_average else ""])) or "nothing"
+
+
 def compare(title, fs, ours, peer, det, margin):
     from edgeemo_convert import prepare
     print(f"{title}: {len(fs)} faces" + (f" (YuNet, crop margin {margin:g})" if det else " (whole picture)"))
-    x_ours = prepare.to_inputs(fs, ours.size, ours.channels, det, margin, ours.blur, ours.fraction)
+    x_ours = prepare.to_inputs(fs, ours.size, ours.channels, det, margin, ours.blur, ours.fraction, ours.views)
     missed = fs.notes.get("no_face_used_whole", 0) if det else 0
     x_peer = prepare.to_inputs(fs, Peer.size, 1, det, margin)
     y = fs.labels
-    ms = one_pass_ms(ours, x_ours)
+    ms = one_pass_ms(ours, x_ours[:, 0])
     before = ours.invocations
     p = ours.predict(x_ours)
-    mirrored = (ours.invocations - before - len(x_ours)) / max(len(x_ours), 1)
-    r_dev = score(f"edgeemo {ours.name} (device default)", y, p, ms * (1 + mirrored), ours.path.stat().st_size,
-                  f"  [mirrored pass for {100 * mirrored:.0f}% of faces]")
+    passes = (ours.invocations - before) / max(len(x_ours), 1)
+    r_dev = score(f"edgeemo {ours.name} (device default)", y, p, ms * passes, ours.path.stat().st_size,
+                  f"  [{passes:.2f} passes per face: {view_note(ours)} where the first is unsure]")
     flip, ours.flip_average = ours.flip_average, False
-    r_one = score(f"edgeemo {ours.name} (one pass)", y, ours.predict(x_ours), ms, ours.path.stat().st_size)
+    r_one = score(f"edgeemo {ours.name} (one pass)", y, ours.predict(x_ours[:, 0]), ms, ours.path.stat().st_size)
     ours.flip_average = flip
     r_peer = None
     if peer is not None:

@@ -166,6 +166,10 @@ def convert(
     face_fraction: float = typer.Option(1.0, "--face-fraction", help="The central fraction of the face frame the "
                                         "model sees (stored in the metadata); e.g. 0.875 for a model trained on "
                                         "random 36-48 px crops of 48 px faces."),
+    view_fractions: str = typer.Option("", "--view-fractions", help="Further central fractions of the face frame, "
+                                       "comma-separated (stored in the metadata): for a face whose first answer "
+                                       "is unsure, the device averages in its answers at these too (with their "
+                                       "mirror images under --flip-average); e.g. 0.79,0.96."),
     seed: int = typer.Option(0, "--seed"),
     detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
     detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
@@ -173,9 +177,14 @@ def convert(
     """Full-integer int8 conversion with embedded metadata, and a float vs int8 report."""
     quant = _convert_module("quantize")
     try:
+        views = tuple(float(f) for f in view_fractions.split(",") if f.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{view_fractions!r}: give numbers separated by commas, e.g. 0.79,0.96",
+                                 param_hint="--view-fractions") from None
+    try:
         rep = quant.convert(model, calib, dataset, out, name, version, margin, calib_size, check_size, force, seed, float_model,
                             echo=lambda s: typer.echo(s, err=True), detector=detector, detector_model=detector_model,
-                            flip_average=flip_average, face_fraction=face_fraction)
+                            flip_average=flip_average, face_fraction=face_fraction, view_fractions=views)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     typer.echo(json.dumps(rep, indent=1))

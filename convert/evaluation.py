@@ -40,7 +40,7 @@ def evaluate(model, data, dataset: str, split=None, detector: str = "none", dete
     if model.suffix == ".tflite":
         from edgeemo.runtime import Model
         m = Model(model, threads)
-        x = prepare.to_inputs(fs, m.size, m.channels, det, m.margin, m.blur, m.fraction)
+        x = prepare.to_inputs(fs, m.size, m.channels, det, m.margin, m.blur, m.fraction, m.views)
         t1 = time.perf_counter()
         probs = m.predict(x)
         runtime = {"runtime": m.backend, "tensors": "int8" if m.quantized else "float32",

@@ -25,8 +25,9 @@ def dataset_detector(dataset: str, detector: str = "auto", detector_model=None):
 
 
 def to_inputs(fs: FaceSet, size: int, channels: int = 1, detector=None, margin: float = 0.0,
-              blur: dict | None = None, fraction: float = 1.0) -> np.ndarray:
-    """uint8 array (N, size, size, channels) of faces.
+              blur: dict | None = None, fraction: float = 1.0, views: tuple[float, ...] = ()) -> np.ndarray:
+    """uint8 array (N, size, size, channels) of faces; with ``views`` (further fractions of the face frame, a
+    model's ``view_fractions``), (N, 1 + len(views), size, size, channels), as the device cuts them.
 
     ``blur`` is the model's input blur (see edgeemo.crop.crop_face), applied as on the device.
 
@@ -34,8 +35,8 @@ def to_inputs(fs: FaceSet, size: int, channels: int = 1, detector=None, margin: 
     ``margin``, exactly as on the device; an image where no face is found is used whole and counted in
     ``fs.notes['no_face_used_whole']``.
     """
-    out = np.empty((len(fs), size, size, channels), dtype=np.uint8)
-    geometry = crop.FaceGeometry(size, channels, margin, blur, fraction)
+    geometry = crop.FaceGeometry(size, channels, margin, blur, fraction, tuple(views))
+    out = np.empty((len(fs), 1 + len(views), size, size, channels), dtype=np.uint8)
     missed = 0
     for i, img in enumerate(fs.images):
         boxes = None
@@ -45,13 +46,13 @@ def to_inputs(fs: FaceSet, size: int, channels: int = 1, detector=None, margin: 
                 boxes = [max(found, key=lambda b: b.w * b.h)]
             else:
                 missed += 1
-        out[i] = crop.model_inputs(img, boxes, geometry)[0]
+        out[i] = crop.model_views(img, boxes, geometry)[0]
     if detector is not None:
         fs.notes["detector"] = getattr(detector, "name", type(detector).__name__)
         fs.notes["no_face_used_whole"] = missed
         if missed:
             log.warning("%s: no face found in %d of %d images; those were used whole", fs.name, missed, len(fs))
-    return out
+    return out if views else out[:, 0]
 
 
 def holdout_split(fs: FaceSet, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -72,10 +72,15 @@ def run_metadata(model_path: Path) -> dict:
 
 def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", margin=0.15, calib_size=400,
             check_size=2000, force=False, seed=0, float_model=False, echo=print, detector="auto",
-            detector_model=None, flip_average=False, face_fraction: float = 1.0) -> dict:
+            detector_model=None, flip_average=False, face_fraction: float = 1.0,
+            view_fractions: tuple[float, ...] = ()) -> dict:
     model = Path(model)
     if not model.is_file():
         raise FileNotFoundError(f"{model}: model file not found; pass the model.keras of a training run")
+    bad = [f for f in view_fractions if not 0.25 <= f <= 1.0]
+    if bad:
+        raise ValueError(f"--view-fractions {', '.join(f'{f:g}' for f in bad)}: each must be a central fraction "
+                         f"of the face frame from 0.25 to 1")
     if calib_size < 1:
         raise ValueError(f"--calib-size {calib_size}: the representative set needs at least 1 face (300-500 advised)")
     tf, keras = _tf()
@@ -117,6 +122,7 @@ def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", m
                                                               "faces": int(len(calib_faces))}},
         "training": run.get("training", {}), "created": _dt.date.today().isoformat(),
         "tensors": "float32" if float_model else "int8", "flip_average": bool(flip_average),
+        "view_fractions": [float(f) for f in view_fractions],
     }
     check = va[prepare.fixed_subset(len(va), check_size, seed)]
     y = fs.labels[check]

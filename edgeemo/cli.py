@@ -276,7 +276,11 @@ def info(
                    f"copy of each face (the model was trained on blurred pictures)")
     if data.get("flip_average"):
         typer.echo(f"mirror      a face whose answer is below {SKIP_MIRROR_AT} confident is classified mirrored too; "
-                   "the two answers are averaged")
+                   "the answers are averaged")
+    if data.get("view_fractions"):
+        typer.echo(f"views       a face whose answer is below {SKIP_MIRROR_AT} confident is also classified at "
+                   f"{', '.join(f'{f:g}' for f in data['view_fractions'])} of its frame"
+                   + (", each mirrored too" if data.get("flip_average") else "") + "; the answers are averaged")
     typer.echo(f"labels      {', '.join(data['labels'])}")
     if not data.get("embedded"):
         typer.echo("metadata    none embedded: defaults assumed (convert with `edgeemo convert` to embed)")

@@ -6,7 +6,7 @@ Training (edgeemo_convert) uses these same functions, so what is trained is what
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import cv2
@@ -18,13 +18,16 @@ from .imageio import to_bgr, to_gray
 @dataclass(frozen=True)
 class FaceGeometry:
     """What a model expects of a face: its input side and channels, the margin added around a detector box,
-    the central ``fraction`` of that frame (or of a pre-cropped picture) that it sees, and an optional input
-    blur. ``edgeemo.runtime.Model.geometry`` reads it from the model's metadata."""
+    the central ``fraction`` of that frame (or of a pre-cropped picture) that it sees, an optional input
+    blur, and ``views``: further central fractions of the frame whose answers the runtime averages in for
+    faces the first answer is unsure of. ``edgeemo.runtime.Model.geometry`` reads it from the model's
+    metadata."""
     size: int
     channels: int = 1
     margin: float = 0.0
     blur: dict | None = None
     fraction: float = 1.0
+    views: tuple[float, ...] = ()
 
 
 def model_inputs(pixels: np.ndarray, boxes, geometry: FaceGeometry) -> np.ndarray:
@@ -33,16 +36,25 @@ def model_inputs(pixels: np.ndarray, boxes, geometry: FaceGeometry) -> np.ndarra
     ``boxes`` None: the picture is itself one face (pre-cropped, ``--detector none``), used whole. The device
     (``edgeemo.pipeline``) and training, conversion and evaluation (``edgeemo_convert``) all come through here,
     so what is evaluated is what the device runs."""
+    return model_views(pixels, boxes, replace(geometry, views=()))[:, 0]
+
+
+def model_views(pixels: np.ndarray, boxes, geometry: FaceGeometry) -> np.ndarray:
+    """uint8 (N, 1 + len(geometry.views), size, size, channels): each face at the model's own fraction of
+    its frame, then at each of ``geometry.views``; ``edgeemo.runtime.Model.predict`` takes it as it is."""
     g = geometry
-    if boxes is None:
-        crops = [whole_image(pixels, g.size, g.channels, g.blur, g.fraction)]
-    else:
+    n_faces = 1 if boxes is None else len(boxes)
+    out = np.empty((n_faces, 1 + len(g.views), g.size, g.size, g.channels), np.uint8)
+    for v, fraction in enumerate((g.fraction, *g.views)):
+        if boxes is None:
+            out[0, v] = whole_image(pixels, g.size, g.channels, g.blur, fraction).reshape(out.shape[2:])
+            continue
         # a central fraction f of the frame enlarged by margin m: one square of side (1 + 2m) f
-        margin = ((1.0 + 2.0 * g.margin) * g.fraction - 1.0) / 2.0
-        crops = [crop_face(pixels, getattr(b, "xywh", b), g.size, margin, g.channels, g.blur) for b in boxes]
-    if not crops:
-        return np.zeros((0, g.size, g.size, g.channels), np.uint8)
-    return np.stack(crops).reshape(len(crops), g.size, g.size, g.channels)
+        margin = ((1.0 + 2.0 * g.margin) * fraction - 1.0) / 2.0
+        for i, b in enumerate(boxes):
+            face = crop_face(pixels, getattr(b, "xywh", b), g.size, margin, g.channels, g.blur)
+            out[i, v] = face.reshape(out.shape[2:])
+    return out
 
 
 def square_box(box, margin: float) -> tuple[int, int, int]:

@@ -36,6 +36,9 @@ DEFAULTS = {
     "blur": None,
     # Average the probabilities of each face and its mirror image (test-time augmentation).
     "flip_average": False,
+    # Further central fractions of the face frame, each like face_fraction: for a face whose first answer
+    # is unsure, the answers at these fractions (and their mirror images with flip_average) are averaged in.
+    "view_fractions": [],
     "dataset": {},
     "metrics": {},
 }
@@ -136,6 +139,10 @@ def validate(meta: dict) -> None:
     frac = meta.get("face_fraction", 1.0)
     if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.25 <= float(frac) <= 1.0:
         raise ModelFileError("metadata 'face_fraction' must be a number from 0.25 to 1")
+    views = meta.get("view_fractions", [])
+    if not isinstance(views, list) or not all(isinstance(f, (int, float)) and not isinstance(f, bool)
+                                              and 0.25 <= float(f) <= 1.0 for f in views):
+        raise ModelFileError("metadata 'view_fractions' must be a list of numbers from 0.25 to 1")
     blur = meta.get("blur")
     if blur is not None and (not isinstance(blur, dict) or float(blur.get("sigma", -1)) < 0
                              or int(blur.get("at", 0)) < 8):

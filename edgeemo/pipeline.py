@@ -86,7 +86,8 @@ class Classifier:
         return self.model.labels
 
     def faces_to_inputs(self, pixels: np.ndarray, boxes) -> np.ndarray:
-        return crop.model_inputs(pixels, None if self.detector.precropped else boxes, self.model.geometry)
+        """The model's input: each face in every view its metadata names (``crop.model_views``)."""
+        return crop.model_views(pixels, None if self.detector.precropped else boxes, self.model.geometry)
 
     def record(self, file, status: str, *, error: str | None = None, image: imageio.Image | None = None,
                sha256: str | None = None, faces: list | None = None, **extra) -> dict:

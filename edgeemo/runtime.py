@@ -97,10 +97,13 @@ class Model:
     """A TFLite emotion model and its metadata.
 
     ``predict(faces)`` takes uint8 faces shaped (N, size, size) or (N, size, size, channels), pixels 0..255,
-    and returns float32 probabilities (N, len(labels)).
+    or each face in several views, (N, views, size, size, channels) as ``edgeemo.crop.model_views`` cuts
+    them, and returns float32 probabilities (N, len(labels)).
 
-    ``skip_mirror_at``: for a model trained to average each face with its mirror image, the mirrored pass
-    is run only for faces whose first answer's top probability is below this; ``None`` mirrors every face.
+    ``skip_mirror_at``: the first view of each face is always run; the further views and, for a model
+    trained to average each face with its mirror image, the mirror images of every view are run only for
+    faces whose first answer's top probability is below this, and all answers averaged; ``None`` does it
+    for every face.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, threads: int = 1,
@@ -120,7 +123,8 @@ class Model:
         self.blur = self.meta.get("blur") or None
         self.flip_average = bool(self.meta.get("flip_average", False))
         self.fraction = float(self.meta.get("face_fraction", 1.0))
-        self.geometry = FaceGeometry(self.size, self.channels, self.margin, self.blur, self.fraction)
+        self.views = tuple(float(f) for f in self.meta.get("view_fractions", ()))
+        self.geometry = FaceGeometry(self.size, self.channels, self.margin, self.blur, self.fraction, self.views)
         self.skip_mirror_at = skip_mirror_at
         self.invocations = 0                # interpreter runs so far (one per face, plus mirror passes)
         norm = self.meta["normalization"]
@@ -178,19 +182,31 @@ class Model:
         faces = np.asarray(faces)
         if faces.ndim == 3:
             faces = faces[..., None]
-        if faces.shape[1:] != (self.size, self.size, self.channels):
-            raise ValueError(f"faces must be (N, {self.size}, {self.size}, {self.channels}), got {faces.shape}")
-        if faces.shape[0] == 0:
+        views = faces[:, None] if faces.ndim == 4 else faces
+        if views.ndim != 5 or views.shape[2:] != (self.size, self.size, self.channels):
+            raise ValueError(f"faces must be (N, {self.size}, {self.size}, {self.channels}) or (N, views, "
+                             f"{self.size}, {self.size}, {self.channels}), got {faces.shape}")
+        if views.shape[0] == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        x = self._lut[faces] if faces.dtype == np.uint8 else self._quantize(faces.astype(np.float32))
-        out = self._run(x)
-        if self.flip_average:
-            # The model was trained on mirrored faces too: average a face's answer with its mirror image's.
-            todo = np.arange(len(x)) if self.skip_mirror_at is None else \
+        out = self._run(self._inputs(views[:, 0]))
+        if self.flip_average or views.shape[1] > 1:
+            todo = np.arange(len(out)) if self.skip_mirror_at is None else \
                 np.flatnonzero(out.max(axis=1) < self.skip_mirror_at)
             if len(todo):
-                out[todo] = (out[todo] + self._run(x[todo][:, :, ::-1])) / 2.0
+                # Averaged in where unsure: the model was trained on mirrored faces and on faces cut at
+                # several scales, so each view (and its mirror image) is another look at the same face.
+                answers = [out[todo]]
+                for v in range(views.shape[1]):
+                    x = self._inputs(views[todo, v])
+                    if v:
+                        answers.append(self._run(x))
+                    if self.flip_average:
+                        answers.append(self._run(x[:, :, ::-1]))
+                out[todo] = np.mean(answers, axis=0)
         return out
+
+    def _inputs(self, faces: np.ndarray) -> np.ndarray:
+        return self._lut[faces] if faces.dtype == np.uint8 else self._quantize(faces.astype(np.float32))
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         raw = np.empty((x.shape[0], len(self.labels)), self.output_dtype)

@@ -447,6 +447,17 @@ def test_face_fraction_is_the_central_part_of_the_frame_on_both_paths():
     assert np.array_equal(crop.model_inputs(img, None, crop.FaceGeometry(48))[0, :, :, 0], img)
     with pytest.raises(ModelFileError, match="face_fraction"):
         validate({**DEFAULTS, "face_fraction": 1.5})
+    # further views: view 0 is model_inputs' face; view k is the face at fraction views[k-1], on both paths
+    views = crop.FaceGeometry(24, 1, 0.0, None, 0.5, (0.25, 1.0))
+    for pixels, boxes in ((img, None), (photo, [(30, 20, 48, 48), (30, 20, 48, 48)])):
+        got = crop.model_views(pixels, boxes, views)
+        assert got.shape == (1 if boxes is None else 2, 3, 24, 24, 1) and got.dtype == np.uint8
+        assert np.array_equal(got[:, 0], crop.model_inputs(pixels, boxes, half))
+        assert np.array_equal(got[0, 1, :, :, 0], crop._resize(img[18:30, 18:30], 24))
+        assert np.array_equal(got[0, 2], crop.model_inputs(pixels, boxes, crop.FaceGeometry(24, 1, 0.0, None, 1.0))[0])
+    for bad in ([1.5], [0.9, "x"], 0.9, [True]):
+        with pytest.raises(ModelFileError, match="view_fractions"):
+            validate({**DEFAULTS, "view_fractions": bad})
 
 
 def _bit_flipped(jpeg: bytes, seed: int, flips: int = 3) -> bytes:

@@ -120,12 +120,17 @@ def test_train_res40_small_resume_and_convert(tmp_path):
     state = json.loads((out / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]) == 2
     tfl = tmp_path / "m.tflite"
-    r3 = CliRunner().invoke(app, [str(a) for a in ["convert", out / "model.keras", "--calib", data, "--dataset",
-                                                   "fer2013", "--out", tfl, "--force"]])
+    convert = ["convert", out / "model.keras", "--calib", data, "--dataset", "fer2013", "--out", tfl, "--force",
+               "--face-fraction", 0.875, "--flip-average"]
+    bad = CliRunner().invoke(app, [str(a) for a in convert + ["--view-fractions", "0.8,1.2"]])
+    assert bad.exit_code != 0 and "--view-fractions 1.2" in bad.output and not tfl.exists()
+    r3 = CliRunner().invoke(app, [str(a) for a in convert + ["--view-fractions", "0.79,0.96"]])
     assert r3.exit_code == 0, r3.output
     m = Model(tfl)
-    assert m.size == 40 and m.quantized
+    assert m.size == 40 and m.quantized and m.views == (0.79, 0.96) and m.flip_average
     assert m.predict(np.zeros((2, 40, 40), np.uint8)).shape == (2, 7)
+    info = CliRunner().invoke(app, ["info", str(tfl)]).stdout
+    assert "also classified at 0.79, 0.96 of its frame, each mirrored too" in info
 
 
 def test_epoch_bookkeeping_and_stop_reasons():

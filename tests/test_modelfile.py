@@ -111,6 +111,36 @@ def test_flip_average_metadata(tiny_model, tmp_path):
     assert not np.allclose(plain.predict(faces), expected)       # the mirror image does change the answer
 
 
+def test_further_views_are_averaged_in_with_their_mirror_images(tiny_model, tmp_path):
+    from edgeemo import crop
+    p = tmp_path / "views.tflite"
+    meta = {"flip_average": True, "view_fractions": [0.75, 0.9]}
+    p.write_bytes(modelfile.embed_metadata(tiny_model.read_bytes(), meta))
+    plain, views = Model(tiny_model), Model(p, skip_mirror_at=None)
+    assert views.views == (0.75, 0.9) and views.geometry.views == (0.75, 0.9) and plain.views == ()
+    # noise that is brighter towards the centre (and the right): each view and mirror image differs in brightness,
+    # to which the untrained model's answers respond
+    yy, xx = np.mgrid[0:60, 0:60]
+    ramp = np.clip(1.2 - np.hypot(yy - 30, xx - 30) / 30, 0.05, 1) * (0.5 + xx / 120)
+    pictures = (np.random.default_rng(5).integers(0, 256, (3, 60, 60)) * ramp).astype(np.uint8)
+    cut = np.concatenate([crop.model_views(pic, None, views.geometry) for pic in pictures])
+    assert cut.shape == (3, 3, 48, 48, 1)
+    expected = np.mean([plain.predict(v) for k in range(3) for v in (cut[:, k], cut[:, k, :, ::-1])], axis=0)
+    before = views.invocations
+    assert np.allclose(views.predict(cut), expected, atol=1e-6) and views.invocations - before == 3 * 6
+    assert not np.allclose(plain.predict(cut[:, 0]), expected)       # the views do change the answer
+    # faces given without views get the model's own view and its mirror image only
+    assert np.allclose(views.predict(cut[:, 0]), (plain.predict(cut[:, 0]) + plain.predict(cut[:, 0, :, ::-1])) / 2)
+    with pytest.raises(ValueError, match="views"):
+        views.predict(cut[:, :, :40])
+    # the device's Classifier cuts every view its model names and averages them (the untrained model is unsure
+    # of every face, so all of them run)
+    from edgeemo.pipeline import Classifier
+    clf = Classifier(str(p), detector="none")
+    got = clf.classify_image(pictures[0])["faces"][0]["probs"]
+    assert np.allclose([got[k] for k in clf.labels], expected[0], atol=1e-4)
+
+
 def test_mirror_pass_only_for_unsure_faces(tiny_model, tmp_path):
     p = tmp_path / "flip.tflite"
     p.write_bytes(modelfile.embed_metadata(tiny_model.read_bytes(), {"flip_average": True}))

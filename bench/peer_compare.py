@@ -85,9 +85,9 @@ def score(name, y, probs, ms, size_bytes, extra=""):
 
 def view_note(model) -> str:
     """What the device adds for a face the first pass is unsure of, in words."""
-    views = [f"{f:g} of the frame" for f in model.views]
-    return " and ".join(filter(None, [", ".join(views) + " too" if views else "",
-                                      "every view mirrored" if model.flip_average else ""])) or "nothing"
+    views = f"the face at {' and '.join(f'{f:g}' for f in model.views)} of its frame too" if model.views else ""
+    mirror = ("every view mirrored" if views else "the mirrored pass") if model.flip_average else ""
+    return ", ".join(filter(None, [views, mirror])) or "nothing"
 
 
 def compare(title, fs, ours, peer, det, margin):

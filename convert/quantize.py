@@ -77,8 +77,8 @@ def convert(model, calib, dataset="fer2013", out=None, name=None, version="1", m
     model = Path(model)
     if not model.is_file():
         raise FileNotFoundError(f"{model}: model file not found; pass the model.keras of a training run")
-    bad = [f for f in view_fractions if not 0.25 <= f <= 1.0]
-    if bad:
+    bad = [f for f in view_fractions if not modelfile.is_fraction(f)]
+    if bad:         # said before the slow conversion; embed_metadata would refuse them after it
         raise ValueError(f"--view-fractions {', '.join(f'{f:g}' for f in bad)}: each must be a central fraction "
                          f"of the face frame from 0.25 to 1")
     if calib_size < 1:

@@ -126,6 +126,11 @@ def read_metadata(model: bytes | str | Path) -> dict:
     return meta
 
 
+def is_fraction(value) -> bool:
+    """A usable central fraction of the face frame (``face_fraction``, each of ``view_fractions``): 0.25 to 1."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0.25 <= float(value) <= 1.0
+
+
 def validate(meta: dict) -> None:
     labels = meta.get("labels")
     if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
@@ -136,12 +141,10 @@ def validate(meta: dict) -> None:
     norm = meta.get("normalization", {})
     if not float(norm.get("std", 0)):
         raise ModelFileError("metadata 'normalization.std' must be non-zero")
-    frac = meta.get("face_fraction", 1.0)
-    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.25 <= float(frac) <= 1.0:
+    if not is_fraction(meta.get("face_fraction", 1.0)):
         raise ModelFileError("metadata 'face_fraction' must be a number from 0.25 to 1")
     views = meta.get("view_fractions", [])
-    if not isinstance(views, list) or not all(isinstance(f, (int, float)) and not isinstance(f, bool)
-                                              and 0.25 <= float(f) <= 1.0 for f in views):
+    if not isinstance(views, list) or not all(is_fraction(f) for f in views):
         raise ModelFileError("metadata 'view_fractions' must be a list of numbers from 0.25 to 1")
     blur = meta.get("blur")
     if blur is not None and (not isinstance(blur, dict) or float(blur.get("sigma", -1)) < 0

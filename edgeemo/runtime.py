@@ -126,7 +126,7 @@ class Model:
         self.views = tuple(float(f) for f in self.meta.get("view_fractions", ()))
         self.geometry = FaceGeometry(self.size, self.channels, self.margin, self.blur, self.fraction, self.views)
         self.skip_mirror_at = skip_mirror_at
-        self.invocations = 0                # interpreter runs so far (one per face, plus mirror passes)
+        self.invocations = 0                # interpreter runs so far (one per face, plus those averaged in)
         norm = self.meta["normalization"]
         self._mean, self._std = float(norm["mean"]), float(norm["std"])
         self.backend, cls = interpreter_class()
@@ -188,7 +188,8 @@ class Model:
                              f"{self.size}, {self.size}, {self.channels}), got {faces.shape}")
         if views.shape[0] == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        out = self._run(self._inputs(views[:, 0]))
+        first = self._inputs(views[:, 0])
+        out = self._run(first)
         if self.flip_average or views.shape[1] > 1:
             todo = np.arange(len(out)) if self.skip_mirror_at is None else \
                 np.flatnonzero(out.max(axis=1) < self.skip_mirror_at)
@@ -197,7 +198,7 @@ class Model:
                 # several scales, so each view (and its mirror image) is another look at the same face.
                 answers = [out[todo]]
                 for v in range(views.shape[1]):
-                    x = self._inputs(views[todo, v])
+                    x = first[todo] if v == 0 else self._inputs(views[todo, v])
                     if v:
                         answers.append(self._run(x))
                     if self.flip_average:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -52,10 +52,13 @@ def train(
     input_size: Optional[int] = typer.Option(None, "--input-size", help="Override the recipe's input size."),
     blur: float = typer.Option(0.0, "--blur", help="Gaussian blur sigma (on a 48x48 face) that validation and "
                                "the device apply to faces, for a training set that is itself blurred."),
-    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Distil from this trained model (a run "
-                                           "folder's model.keras; res40-type recipes)."),
+    teacher: Optional[List[Path]] = typer.Option(None, "--teacher", help="Distil from this trained model (a run "
+                                                 "folder's model.keras; res40-type recipes); repeat it to "
+                                                 "distil from several, averaged."),
     kd_alpha: float = typer.Option(0.7, "--kd-alpha", help="Share of the loss given to the teacher's answers."),
     kd_temperature: float = typer.Option(2.0, "--kd-temperature", help="Softening of both answers."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this trained model's weights (a run "
+                                        "folder's model.keras of the same --arch; res40-type recipes)."),
     out: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
     detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
@@ -73,11 +76,14 @@ def train(
                       patience=patience, augment=not no_augment, class_weights=not no_class_weights,
                       time_budget_min=time_budget, input_size=input_size, label_smoothing=label_smoothing,
                       blur_sigma=blur)
-    if teacher is not None:
-        if arch not in archs_crop_trained():
-            raise typer.BadParameter(f"distillation is built into the crop-trained recipes "
-                                     f"({', '.join(sorted(archs_crop_trained()))}), not {arch}", param_hint="--teacher")
-        cfg.extra.update(teacher=str(teacher), kd_alpha=kd_alpha, kd_temperature=kd_temperature)
+    for option, value, what in (("--teacher", teacher, "distillation"), ("--init", init, "a trained start")):
+        if value and arch not in archs_crop_trained():
+            raise typer.BadParameter(f"{what} is built into the crop-trained recipes "
+                                     f"({', '.join(sorted(archs_crop_trained()))}), not {arch}", param_hint=option)
+    if teacher:
+        cfg.extra.update(teacher=[str(t) for t in teacher], kd_alpha=kd_alpha, kd_temperature=kd_temperature)
+    if init is not None:
+        cfg.extra.update(init=str(init))
     commands.train(data, dataset, out, cfg, val_split, cv, resume, detector, detector_model,
                    echo=lambda s: typer.echo(s, err=True))
 

@@ -6,9 +6,12 @@ What makes it fast and what makes it good, measured on FER2013 on this kind of m
 - SGD with Nesterov momentum, linear warm-up then cosine decay, weight decay, label smoothing, class weights
   (a gentle power of the inverse frequency, for disgust);
 - an exponential moving average (EMA) of the weights, which is what is validated and saved;
-- optionally a teacher (``--teacher``, a trained Keras model, e.g. an earlier run's ``model.keras``): the
-  student also learns the teacher's softened answers on the same augmented batch (knowledge distillation,
-  ``kd_alpha`` of the loss at temperature ``kd_temperature``), which FER2013's noisy labels reward.
+- optionally one or more teachers (``--teacher``, trained Keras models, e.g. earlier runs' ``model.keras``;
+  several are averaged): the student also learns their softened answers on the same augmented batch
+  (knowledge distillation, ``kd_alpha`` of the loss at temperature ``kd_temperature``), which FER2013's noisy
+  labels reward;
+- optionally a start from a trained model of the same recipe (``--init``) instead of random weights, for a
+  second, shorter schedule (e.g. distilling an ensemble of runs into one of them).
 
 Validation (every epoch) scores the EMA weights on the whole validation faces resized to the input size,
 averaged with their mirror image as the device does; the best epoch is kept (``model.keras``).
@@ -33,17 +36,22 @@ DEFAULTS = {"weight_decay": 5e-4, "warmup_epochs": 2, "ema_decay": 0.999, "class
             "lr": 0.05, "batch_size": 128, "kd_alpha": 0.7, "kd_temperature": 2.0}
 
 
-def load_teacher(path, size: int, channels: int):
-    """The teacher for distillation: the Keras model at ``path``, run as its bfloat16 training twin (about
-    twice as fast on this CPU) when it is a crop-trained recipe whose weights line up with one."""
+def load_trained(path, option: str):
+    """The Keras model saved at ``path`` (a run folder's model.keras), or a clear exit naming ``option``."""
     import keras
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"--teacher {path}: no such model file (give a run folder's model.keras)")
+        raise SystemExit(f"{option} {path}: no such model file (give a run folder's model.keras)")
     try:
-        teacher = keras.models.load_model(path)
+        return keras.models.load_model(path)
     except Exception as exc:   # noqa: BLE001 - any unreadable file gets the same clear message
-        raise SystemExit(f"--teacher {path}: not a Keras model this version can load ({exc})") from exc
+        raise SystemExit(f"{option} {path}: not a Keras model this version can load ({exc})") from exc
+
+
+def load_teacher(path, size: int, channels: int):
+    """The teacher for distillation: the Keras model at ``path``, run as its bfloat16 training twin (about
+    twice as fast on this CPU) when it is a crop-trained recipe whose weights line up with one."""
+    teacher = load_trained(path, "--teacher")
     if tuple(teacher.input_shape[1:]) != (size, size, channels):
         raise SystemExit(f"--teacher {path}: it takes {teacher.input_shape[1:]} inputs, the student "
                          f"{(size, size, channels)}; train the student at the teacher's input size")
@@ -122,10 +130,13 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
     decay_vars = [v for v in model.trainable_variables if len(v.shape) > 1]     # kernels, not BN or biases
     loss_fn = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing,
                                                    reduction="sum_over_batch_size")
-    teacher = load_teacher(ex["teacher"], size, x_tr.shape[3]) if ex.get("teacher") else None
+    paths = ex.get("teacher") or []
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    teachers = [load_teacher(p, size, x_tr.shape[3]) for p in paths]
     kd_a, kd_t = float(ex["kd_alpha"]), float(ex["kd_temperature"])
-    if teacher is not None:
-        echo(f"distilling from {ex['teacher']}: {kd_a:g} of the loss is the teacher's answers at temperature {kd_t:g}")
+    if teachers:
+        whose = "the teacher's" if len(teachers) == 1 else f"the {len(teachers)} teachers' averaged"
+        echo(f"distilling from {' + '.join(paths)}: {kd_a:g} of the loss is {whose} answers at temperature {kd_t:g}")
 
     def soften(p):
         return tf.nn.softmax(tf.math.log(tf.clip_by_value(tf.cast(p, tf.float32), 1e-7, 1.0)) / kd_t)
@@ -144,8 +155,8 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
         with tf.GradientTape() as tape:
             p = model(xb, training=True)
             loss = loss_fn(tf.one_hot(yb, n_cls), p, sample_weight=wb)
-            if teacher is not None:
-                q = soften(teacher(xb, training=False))
+            if teachers:
+                q = soften(tf.add_n([tf.cast(t(xb, training=False), tf.float32) for t in teachers]) / len(teachers))
                 log_ps = tf.math.log(tf.clip_by_value(soften(p), 1e-7, 1.0))
                 kl = tf.reduce_sum(q * (tf.math.log(tf.clip_by_value(q, 1e-7, 1.0)) - log_ps), axis=1)
                 loss = (1.0 - kd_a) * loss + kd_a * kd_t * kd_t * tf.reduce_mean(kl * wb)
@@ -174,8 +185,19 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
         step_var.assign(state["epoch"] * steps)
         echo(f"resuming {run} at epoch {state['epoch'] + 1} (best val accuracy so far "
              f"{state['best_val_accuracy']:.4f} at epoch {state['best_epoch']})")
-    elif resume:
-        echo(f"nothing to resume in {run}; starting afresh")
+    else:
+        if resume:
+            echo(f"nothing to resume in {run}; starting afresh")
+        if ex.get("init"):
+            start = load_trained(ex["init"], "--init")
+            if [tuple(v.shape) for v in start.weights] != [tuple(v.shape) for v in model.weights]:
+                raise SystemExit(f"--init {ex['init']}: its weights do not fit the {cfg.arch} recipe "
+                                 f"(give a model.keras trained with --arch {cfg.arch})")
+            model.set_weights(start.get_weights())
+            ema.set_weights(start.get_weights())
+            for e, w in zip(ema_vars, start.get_weights()):
+                e.assign(w)
+            echo(f"starting from the weights of {ex['init']}")
 
     history = state["history"]
     t_start = time.time() - state.get("elapsed_s", 0.0)

@@ -153,7 +153,9 @@ def test_epoch_bookkeeping_and_stop_reasons():
 @pytest.mark.train
 def test_distillation_learns_the_teachers_answers(tmp_path):
     """`--teacher`: the student learns the teacher's softened answers. A teacher that says "happy" to every
-    face, with all of the loss given to it (--kd-alpha 1), makes a student that says "happy" too."""
+    face, with all of the loss given to it (--kd-alpha 1), makes a student that says "happy" too; two
+    teachers, one saying "happy" and one "sad", make a student that splits its answer between the two.
+    `--init`: a student started from a model's weights, with almost no learning rate, answers as it does."""
     pytest.importorskip("tensorflow", reason="needs the [train] extra")
     import keras
     from typer.testing import CliRunner
@@ -164,24 +166,46 @@ def test_distillation_learns_the_teachers_answers(tmp_path):
     from synth_faces import write_fer_folders
     data = tmp_path / "fer"
     write_fer_folders(data, per_class=10, val_per_class=3)
-    teacher = archs.build("res40-small")
-    last = teacher.layers[-1]
-    kernel, bias = last.get_weights()
-    bias[:] = -8.0
-    bias[LABELS.index("happy")] = 8.0
-    last.set_weights([kernel * 0.0, bias])
-    teacher.save(tmp_path / "teacher.keras")
+    for label in ("happy", "sad"):
+        teacher = archs.build("res40-small")
+        last = teacher.layers[-1]
+        kernel, bias = last.get_weights()
+        bias[:] = -8.0
+        bias[LABELS.index(label)] = 8.0
+        last.set_weights([kernel * 0.0, bias])
+        teacher.save(tmp_path / f"{label}.keras")
     common = ["train", "--data", data, "--dataset", "fer2013", "--arch", "res40-small", "--optimizer", "sgd",
               "--batch-size", 16, "--patience", 0, "--epochs", 4, "--seed", 1]
+    faces = np.random.default_rng(0).random((20, 40, 40, 1)).astype(np.float32)
+
+    def answers(run):
+        student = keras.models.load_model(tmp_path / run / "model.keras")
+        return np.asarray(student(faces, training=False))
+
+    def train(*options):
+        res = CliRunner().invoke(app, [str(a) for a in common + list(options)])
+        assert res.exit_code == 0, res.output
+        return res.output
+
     bad = CliRunner().invoke(app, [str(a) for a in common + ["--teacher", tmp_path / "nope.keras", "--out", tmp_path / "x"]])
     assert bad.exit_code != 0 and "nope.keras: no such model file" in bad.output
-    res = CliRunner().invoke(app, [str(a) for a in common + ["--teacher", tmp_path / "teacher.keras", "--kd-alpha", 1.0,
-                                                            "--out", tmp_path / "student"]])
-    assert res.exit_code == 0, res.output
-    assert "distilling from" in res.output
+    assert "distilling from" in train("--teacher", tmp_path / "happy.keras", "--kd-alpha", 1.0, "--out", tmp_path / "student")
     cfg = json.loads((tmp_path / "student" / "config.json").read_text())
-    assert cfg["extra"]["teacher"].endswith("teacher.keras") and cfg["extra"]["kd_alpha"] == 1.0
-    student = keras.models.load_model(tmp_path / "student" / "model.keras")
-    faces = np.random.default_rng(0).random((20, 40, 40, 1)).astype(np.float32)
-    said = np.asarray(student(faces, training=False)).argmax(1)
+    assert cfg["extra"]["teacher"][0].endswith("happy.keras") and cfg["extra"]["kd_alpha"] == 1.0
+    said = answers("student").argmax(1)
     assert (said == LABELS.index("happy")).mean() >= 0.9, said
+
+    out = train("--teacher", tmp_path / "happy.keras", "--teacher", tmp_path / "sad.keras", "--kd-alpha", 1.0,
+                "--out", tmp_path / "pair")
+    assert "the 2 teachers' averaged answers" in out
+    p = answers("pair")
+    pair = {LABELS.index("happy"), LABELS.index("sad")}
+    assert set(np.argsort(p.mean(axis=0))[-2:]) == pair and set(p.argmax(1)) <= pair, p
+
+    assert "starting from the weights of" in train("--init", tmp_path / "sad.keras", "--lr", 1e-6, "--epochs", 1,
+                                                   "--out", tmp_path / "started")
+    assert (answers("started").argmax(1) == LABELS.index("sad")).all()
+    wrong = archs.build("res40", input_size=40)
+    wrong.save(tmp_path / "res40.keras")
+    bad = CliRunner().invoke(app, [str(a) for a in common + ["--init", tmp_path / "res40.keras", "--out", tmp_path / "y"]])
+    assert bad.exit_code != 0 and "do not fit the res40-small recipe" in bad.output

@@ -42,10 +42,19 @@ def model_inputs(pixels: np.ndarray, boxes, geometry: FaceGeometry) -> np.ndarra
 def model_views(pixels: np.ndarray, boxes, geometry: FaceGeometry) -> np.ndarray:
     """uint8 (N, 1 + len(geometry.views), size, size, channels): each face at the model's own fraction of
     its frame, then at each of ``geometry.views``; ``edgeemo.runtime.Model.predict`` takes it as it is."""
-    g = geometry
+    return _cut(pixels, boxes, geometry, (geometry.fraction, *geometry.views))
+
+
+def further_views(pixels: np.ndarray, boxes, geometry: FaceGeometry) -> np.ndarray:
+    """uint8 (N, len(geometry.views), size, size, channels): each face at each of ``geometry.views`` only,
+    for ``Model.predict(faces, more_views=...)`` to cut them just for the faces it is unsure of."""
+    return _cut(pixels, boxes, geometry, geometry.views)
+
+
+def _cut(pixels: np.ndarray, boxes, g: FaceGeometry, fractions) -> np.ndarray:
     n_faces = 1 if boxes is None else len(boxes)
-    out = np.empty((n_faces, 1 + len(g.views), g.size, g.size, g.channels), np.uint8)
-    for v, fraction in enumerate((g.fraction, *g.views)):
+    out = np.empty((n_faces, len(fractions), g.size, g.size, g.channels), np.uint8)
+    for v, fraction in enumerate(fractions):
         if boxes is None:
             out[0, v] = whole_image(pixels, g.size, g.channels, g.blur, fraction).reshape(out.shape[2:])
             continue

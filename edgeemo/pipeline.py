@@ -85,9 +85,16 @@ class Classifier:
     def labels(self) -> list[str]:
         return self.model.labels
 
-    def faces_to_inputs(self, pixels: np.ndarray, boxes) -> np.ndarray:
-        """The model's input: each face in every view its metadata names (``crop.model_views``)."""
-        return crop.model_views(pixels, None if self.detector.precropped else boxes, self.model.geometry)
+    def classify_faces(self, pixels: np.ndarray, boxes) -> np.ndarray:
+        """Probabilities (N, labels) for the faces in ``boxes``: each face at the model's own framing, and
+        the further views its metadata names cut only for the faces the model is unsure of."""
+        boxes = None if self.detector.precropped else list(boxes)
+        g = self.model.geometry
+        faces = crop.model_inputs(pixels, boxes, g)
+
+        def more_views(idx):
+            return crop.further_views(pixels, None if boxes is None else [boxes[i] for i in idx], g)
+        return self.model.predict(faces, more_views=more_views)
 
     def record(self, file, status: str, *, error: str | None = None, image: imageio.Image | None = None,
                sha256: str | None = None, faces: list | None = None, **extra) -> dict:
@@ -112,7 +119,7 @@ class Classifier:
             boxes = self.detector.detect(image.pixels)
             if not boxes:
                 return Analysis(self.record(name, "no_face", image=image, **extra), image)
-            probs = self.model.predict(self.faces_to_inputs(image.pixels, boxes))
+            probs = self.classify_faces(image.pixels, boxes)
             faces = []
             inv = 1.0 / image.scale            # boxes in the file's own pixels, also for a reduced decode
             for b, p in zip(boxes, probs):

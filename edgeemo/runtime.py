@@ -98,7 +98,9 @@ class Model:
 
     ``predict(faces)`` takes uint8 faces shaped (N, size, size) or (N, size, size, channels), pixels 0..255,
     or each face in several views, (N, views, size, size, channels) as ``edgeemo.crop.model_views`` cuts
-    them, and returns float32 probabilities (N, len(labels)).
+    them, and returns float32 probabilities (N, len(labels)). ``predict(faces, more_views=fn)``: ``fn(idx)``
+    returns the further views of the faces ``idx`` (as ``edgeemo.crop.further_views`` cuts them), called only
+    for the faces that get them.
 
     ``skip_mirror_at``: the first view of each face is always run; the further views and, for a model
     trained to average each face with its mirror image, the mirror images of every view are run only for
@@ -178,7 +180,7 @@ class Model:
             return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
         return y.astype(np.float32)
 
-    def predict(self, faces: np.ndarray) -> np.ndarray:
+    def predict(self, faces: np.ndarray, more_views=None) -> np.ndarray:
         faces = np.asarray(faces)
         if faces.ndim == 3:
             faces = faces[..., None]
@@ -190,15 +192,18 @@ class Model:
             return np.zeros((0, len(self.labels)), np.float32)
         first = self._inputs(views[:, 0])
         out = self._run(first)
-        if self.flip_average or views.shape[1] > 1:
+        if self.flip_average or views.shape[1] > 1 or (more_views is not None and self.views):
             todo = np.arange(len(out)) if self.skip_mirror_at is None else \
                 np.flatnonzero(out.max(axis=1) < self.skip_mirror_at)
             if len(todo):
                 # Averaged in where unsure: the model was trained on mirrored faces and on faces cut at
                 # several scales, so each view (and its mirror image) is another look at the same face.
+                further = views[todo, 1:] if more_views is None else np.asarray(more_views(todo))
+                if further.shape[2:] != views.shape[2:] or len(further) != len(todo):
+                    raise ValueError(f"more_views gave {further.shape} for {len(todo)} faces")
                 answers = [out[todo]]
-                for v in range(views.shape[1]):
-                    x = first[todo] if v == 0 else self._inputs(views[todo, v])
+                for v in range(1 + further.shape[1]):
+                    x = first[todo] if v == 0 else self._inputs(further[:, v - 1])
                     if v:
                         answers.append(self._run(x))
                     if self.flip_average:

@@ -455,6 +455,7 @@ def test_face_fraction_is_the_central_part_of_the_frame_on_both_paths():
         assert np.array_equal(got[:, 0], crop.model_inputs(pixels, boxes, half))
         assert np.array_equal(got[0, 1, :, :, 0], crop._resize(img[18:30, 18:30], 24))
         assert np.array_equal(got[0, 2], crop.model_inputs(pixels, boxes, crop.FaceGeometry(24, 1, 0.0, None, 1.0))[0])
+        assert np.array_equal(crop.further_views(pixels, boxes, views), got[:, 1:])   # the views alone
     for bad in ([1.5], [0.9, "x"], 0.9, [True]):
         with pytest.raises(ModelFileError, match="view_fractions"):
             validate({**DEFAULTS, "view_fractions": bad})

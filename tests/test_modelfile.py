@@ -133,8 +133,33 @@ def test_further_views_are_averaged_in_with_their_mirror_images(tiny_model, tmp_
     assert np.allclose(views.predict(cut[:, 0]), (plain.predict(cut[:, 0]) + plain.predict(cut[:, 0, :, ::-1])) / 2)
     with pytest.raises(ValueError, match="views"):
         views.predict(cut[:, :, :40])
-    # the device's Classifier cuts every view its model names and averages them (the untrained model is unsure
-    # of every face, so all of them run)
+    # the further views cut on demand (``more_views``), only for the faces the model is unsure of
+    asked = []
+
+    def views_of(faces):
+        def more_views(idx):
+            asked.append(list(idx))
+            return faces[idx, 1:]
+        return more_views
+    assert np.allclose(views.predict(cut[:, 0], more_views=views_of(cut)), expected, atol=1e-6)
+    assert asked == [[0, 1, 2]]
+    # with a threshold between two faces' confidence (faces at eight brightness levels, which the untrained
+    # model's confidence follows), only the less sure faces' views are asked for
+    graded = (pictures[[0]] * np.linspace(0.1, 1, 8)[:, None, None]).astype(np.uint8)
+    cut8 = np.concatenate([crop.model_views(pic, None, views.geometry) for pic in graded])
+    first = plain.predict(cut8[:, 0])
+    conf = np.unique(first.max(axis=1))
+    assert len(conf) > 1, "the test faces do not separate: pick others"
+    asked.clear()
+    got = Model(p, skip_mirror_at=float(conf[:2].mean())).predict(cut8[:, 0], more_views=views_of(cut8))
+    low = np.flatnonzero(first.max(axis=1) < conf[:2].mean())
+    assert asked == [list(low)] and 0 < len(low) < 8
+    every = Model(p, skip_mirror_at=None).predict(cut8)
+    assert np.allclose(got[low], every[low], atol=1e-6) and np.array_equal(np.delete(got, low, 0), np.delete(first, low, 0))
+    with pytest.raises(ValueError, match="more_views gave"):
+        views.predict(cut[:, 0], more_views=lambda idx: cut[idx[:1], 1:])
+    # the device's Classifier cuts every view its model names (crop.further_views) and averages them (the
+    # untrained model is unsure of every face, so all of them run)
     from edgeemo.pipeline import Classifier
     clf = Classifier(str(p), detector="none")
     got = clf.classify_image(pictures[0])["faces"][0]["probs"]

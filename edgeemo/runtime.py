@@ -200,7 +200,8 @@ class Model:
                 # several scales, so each view (and its mirror image) is another look at the same face.
                 further = views[todo, 1:] if more_views is None else np.asarray(more_views(todo))
                 if further.shape[2:] != views.shape[2:] or len(further) != len(todo):
-                    raise ValueError(f"more_views gave {further.shape} for {len(todo)} faces")
+                    raise ValueError(f"more_views gave views shaped {further.shape}; expected ({len(todo)}, views, "
+                                     f"{self.size}, {self.size}, {self.channels}) for the faces it was given")
                 answers = [out[todo]]
                 for v in range(1 + further.shape[1]):
                     x = first[todo] if v == 0 else self._inputs(further[:, v - 1])

@@ -193,9 +193,10 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
             if [tuple(v.shape) for v in start.weights] != [tuple(v.shape) for v in model.weights]:
                 raise SystemExit(f"--init {ex['init']}: its weights do not fit the {cfg.arch} recipe "
                                  f"(give a model.keras trained with --arch {cfg.arch})")
-            model.set_weights(start.get_weights())
-            ema.set_weights(start.get_weights())
-            for e, w in zip(ema_vars, start.get_weights()):
+            weights = start.get_weights()
+            model.set_weights(weights)
+            ema.set_weights(weights)
+            for e, w in zip(ema_vars, weights):
                 e.assign(w)
             echo(f"starting from the weights of {ex['init']}")
 

@@ -6,7 +6,7 @@ Training (edgeemo_convert) uses these same functions, so what is trained is what
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
@@ -36,7 +36,7 @@ def model_inputs(pixels: np.ndarray, boxes, geometry: FaceGeometry) -> np.ndarra
     ``boxes`` None: the picture is itself one face (pre-cropped, ``--detector none``), used whole. The device
     (``edgeemo.pipeline``) and training, conversion and evaluation (``edgeemo_convert``) all come through here,
     so what is evaluated is what the device runs."""
-    return model_views(pixels, boxes, replace(geometry, views=()))[:, 0]
+    return _cut(pixels, boxes, geometry, (geometry.fraction,))[:, 0]
 
 
 def model_views(pixels: np.ndarray, boxes, geometry: FaceGeometry) -> np.ndarray:

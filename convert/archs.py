@@ -32,13 +32,15 @@ RECIPES = {
                     "(0.38 M params, ~63 M MACs); trained on random 36-48 px crops of 48x48 faces"),
     "res40d": Recipe("res40d", 40, 1, "res40 one residual block deeper at 10x10: stages 32-64-64x2-128 on 40x40 "
                      "faces, GAP (0.46 M params, ~71 M MACs); trained like res40"),
+    "res40w": Recipe("res40w", 40, 1, "res40d at twice the width: stem 48 + stages 64-128-128x2-256 on 40x40 faces, "
+                     "GAP (1.83 M params, ~280 M MACs); a teacher to distil into res40d, too big for the device budget"),
     "res40-small": Recipe("res40-small", 40, 1, "res40 at half width (16 + 16-32-32-64), for tests and smoke runs"),
     "tiny": Recipe("tiny", 48, 1, "2 conv layers, for tests and smoke runs only"),
 }
 
 # Recipes trained by edgeemo_convert.fasttrain: the training faces are loaded at SOURCE_SIZE and each batch
 # is cut from them at random (scale, shift, rotation), so the model sees the face at ``input_size``.
-CROP_TRAINED = {"res40", "res40d", "res40-small"}
+CROP_TRAINED = {"res40", "res40d", "res40w", "res40-small"}
 SOURCE_SIZE = 48
 
 
@@ -115,13 +117,13 @@ def _build(name, num_classes, input_size, channels, fused_bn):
         x = layers.Dense(84)(x)
         x = layers.ReLU()(x)
         x = layers.Dropout(0.5)(x)
-    elif name in ("res40", "res40d", "res40-small"):
-        div = 2 if name == "res40-small" else 1
-        blocks = (1, 1, 2, 1) if name == "res40d" else (1, 1, 1, 1)
-        x = _conv_bn(layers, x, 24 // div, 1, relu=True)
+    elif name in ("res40", "res40d", "res40w", "res40-small"):
+        scale = {"res40-small": 0.5, "res40w": 2.0}.get(name, 1.0)
+        blocks = (1, 1, 1, 1) if name in ("res40", "res40-small") else (1, 1, 2, 1)
+        x = _conv_bn(layers, x, int(24 * scale), 1, relu=True)
         for i, (filters, n) in enumerate(zip((32, 64, 64, 128), blocks)):
             for b in range(n):
-                x = _residual(layers, x, filters // div, stride=2 if i > 0 and b == 0 else 1)
+                x = _residual(layers, x, int(filters * scale), stride=2 if i > 0 and b == 0 else 1)
         x = layers.GlobalAveragePooling2D()(x)
         x = layers.Dropout(0.2)(x)
     elif name in ("edge", "edge24", "edge-small", "tiny"):

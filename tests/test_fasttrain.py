@@ -84,6 +84,14 @@ def test_training_twin_lines_up_with_the_float_model():
         assert archs.multiply_adds(archs.build(name)) <= 80_000_000 and archs.build(name).count_params() < 480_000
     # res40d is res40 with one more 64-channel block at 10x10: two 3x3 convs and their batch norms
     assert archs.build("res40d").count_params() - archs.build("res40").count_params() == 2 * (64 * 64 * 9 + 4 * 64)
+    # res40w, the teacher, is res40d at twice the width: every channel count doubled, the gray input and
+    # the 7 outputs not
+    def doubled(shape):                         # conv (h, w, in, out), dense (in, out), vectors (c,)
+        k = 2 if len(shape) == 4 else 0
+        return shape[:k] + tuple(c if c in (1, 7) else 2 * c for c in shape[k:])
+    wide, narrow = archs.build("res40w"), archs.build("res40d")
+    assert [tuple(v.shape) for v in wide.weights] == [doubled(tuple(v.shape)) for v in narrow.weights]
+    assert wide.count_params() > 3.9 * narrow.count_params()
     rng = np.random.default_rng(0)
     # non-trivial batch-norm statistics, so that a swapped mean and variance would show
     ws = [w + rng.uniform(0.1, 0.5, w.shape).astype(np.float32) if w.ndim == 1 else w for w in twin.get_weights()]

@@ -33,7 +33,7 @@ RECIPES = {
     "res40d": Recipe("res40d", 40, 1, "res40 one residual block deeper at 10x10: stages 32-64-64x2-128 on 40x40 "
                      "faces, GAP (0.46 M params, ~71 M MACs); trained like res40"),
     "res40w": Recipe("res40w", 40, 1, "res40d at twice the width: stem 48 + stages 64-128-128x2-256 on 40x40 faces, "
-                     "GAP (1.83 M params, ~280 M MACs); a teacher to distil into res40d, too big for the device budget"),
+                     "GAP (1.83 M params, ~284 M MACs); a teacher to distil into res40d, too big for the device budget"),
     "res40-small": Recipe("res40-small", 40, 1, "res40 at half width (16 + 16-32-32-64), for tests and smoke runs"),
     "tiny": Recipe("tiny", 48, 1, "2 conv layers, for tests and smoke runs only"),
 }

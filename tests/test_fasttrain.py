@@ -91,7 +91,6 @@ def test_training_twin_lines_up_with_the_float_model():
         return shape[:k] + tuple(c if c in (1, 7) else 2 * c for c in shape[k:])
     wide, narrow = archs.build("res40w"), archs.build("res40d")
     assert [tuple(v.shape) for v in wide.weights] == [doubled(tuple(v.shape)) for v in narrow.weights]
-    assert wide.count_params() > 3.9 * narrow.count_params()
     rng = np.random.default_rng(0)
     # non-trivial batch-norm statistics, so that a swapped mean and variance would show
     ws = [w + rng.uniform(0.1, 0.5, w.shape).astype(np.float32) if w.ndim == 1 else w for w in twin.get_weights()]

@@ -40,7 +40,10 @@ RECIPES = {
 
 # Recipes trained by edgeemo_convert.fasttrain: the training faces are loaded at SOURCE_SIZE and each batch
 # is cut from them at random (scale, shift, rotation), so the model sees the face at ``input_size``.
-CROP_TRAINED = {"res40", "res40d", "res40w", "res40-small"}
+# The res40 family: width multiplier and residual blocks per stage (stages 32-64-64-128 after a 24 stem).
+RES40 = {"res40": (1.0, (1, 1, 1, 1)), "res40d": (1.0, (1, 1, 2, 1)), "res40w": (2.0, (1, 1, 2, 1)),
+         "res40-small": (0.5, (1, 1, 1, 1))}
+CROP_TRAINED = set(RES40)
 SOURCE_SIZE = 48
 
 
@@ -117,9 +120,8 @@ def _build(name, num_classes, input_size, channels, fused_bn):
         x = layers.Dense(84)(x)
         x = layers.ReLU()(x)
         x = layers.Dropout(0.5)(x)
-    elif name in ("res40", "res40d", "res40w", "res40-small"):
-        scale = {"res40-small": 0.5, "res40w": 2.0}.get(name, 1.0)
-        blocks = (1, 1, 1, 1) if name in ("res40", "res40-small") else (1, 1, 2, 1)
+    elif name in RES40:
+        scale, blocks = RES40[name]
         x = _conv_bn(layers, x, int(24 * scale), 1, relu=True)
         for i, (filters, n) in enumerate(zip((32, 64, 64, 128), blocks)):
             for b in range(n):

@@ -58,7 +58,8 @@ def train(
     kd_alpha: float = typer.Option(0.7, "--kd-alpha", help="Share of the loss given to the teacher's answers."),
     kd_temperature: float = typer.Option(2.0, "--kd-temperature", help="Softening of both answers."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this trained model's weights (a run "
-                                        "folder's model.keras of the same --arch; res40-type recipes)."),
+                                        "folder's model.keras, or an int8 .tflite, of the same --arch; res40-type "
+                                        "recipes); 'default': the shipped default model (--arch res40d)."),
     out: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
     detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
@@ -83,6 +84,11 @@ def train(
     if teacher:
         cfg.extra.update(teacher=[str(t) for t in teacher], kd_alpha=kd_alpha, kd_temperature=kd_temperature)
     if init is not None:
+        if str(init) == "default":
+            from edgeemo.runtime import default_model_path
+            init = default_model_path()
+            if init is None:
+                raise typer.BadParameter("this build ships no default model; give a model file", param_hint="--init")
         cfg.extra.update(init=str(init))
     commands.train(data, dataset, out, cfg, val_split, cv, resume, detector, detector_model,
                    echo=lambda s: typer.echo(s, err=True))

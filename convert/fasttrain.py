@@ -10,8 +10,9 @@ What makes it fast and what makes it good, measured on FER2013 on this kind of m
   several are averaged): the student also learns their softened answers on the same augmented batch
   (knowledge distillation, ``kd_alpha`` of the loss at temperature ``kd_temperature``), which FER2013's noisy
   labels reward;
-- optionally a start from a trained model of the same recipe (``--init``) instead of random weights, for a
-  second, shorter schedule (e.g. distilling an ensemble of runs into one of them).
+- optionally a start from a trained model of the same recipe (``--init``: a run's model.keras, or an int8
+  .tflite such as the shipped default model) instead of random weights, for a second, shorter schedule
+  (distilling an ensemble of runs into one of them, or fine-tuning the default model on your own faces).
 
 Validation (every epoch) scores the EMA weights on the whole validation faces resized to the input size,
 averaged with their mirror image as the device does; the best epoch is kept (``model.keras``).
@@ -46,6 +47,17 @@ def load_trained(path, option: str):
         return keras.models.load_model(path)
     except Exception as exc:   # noqa: BLE001 - any unreadable file gets the same clear message
         raise SystemExit(f"{option} {path}: not a Keras model this version can load ({exc})") from exc
+
+
+def load_start(path, arch: str, x_tr: np.ndarray, size: int, seed: int):
+    """The model ``--init`` starts from: a run folder's model.keras, or an int8 .tflite file of the same
+    recipe (the shipped default model, say), turned back into a float model (``recover``) with its batch
+    normalisation statistics measured on 2,000 of the training faces."""
+    if Path(path).suffix.lower() != ".tflite":
+        return load_trained(path, "--init")
+    from .recover import float_model
+    pick = np.sort(np.random.default_rng(seed).permutation(len(x_tr))[:2000])
+    return float_model(path, arch, augment.eval_view(x_tr[pick], size))
 
 
 def load_teacher(path, size: int, channels: int):
@@ -189,7 +201,7 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
         if resume:
             echo(f"nothing to resume in {run}; starting afresh")
         if ex.get("init"):
-            start = load_trained(ex["init"], "--init")
+            start = load_start(ex["init"], cfg.arch, x_tr, size, cfg.seed)
             if [tuple(v.shape) for v in start.weights] != [tuple(v.shape) for v in model.weights]:
                 raise SystemExit(f"--init {ex['init']}: its weights do not fit the {cfg.arch} recipe "
                                  f"(give a model.keras trained with --arch {cfg.arch})")

@@ -24,29 +24,36 @@ def fer_faces(root: Path, every: int):
     return np.stack(faces), np.array(labels)
 
 
+def device_view(faces: np.ndarray, m) -> np.ndarray:
+    """Pre-cropped faces as the device cuts them for model ``m`` (its central fraction, resized)."""
+    from edgeemo.crop import whole_image
+    return np.stack([whole_image(f, m.size, 1, None, m.fraction) for f in faces])[..., None]
+
+
 @pytest.fixture(scope="module")
 def shipped():
+    """The shipped model, one pass per face (no mirrored pass or further views): like for like with Keras."""
     from edgeemo.runtime import Model, default_model_path
     if default_model_path() is None:
         pytest.skip("this build ships no default model")
-    return Model(None)
+    m = Model(None)
+    m.flip_average, m.skip_mirror_at = False, None
+    return m
 
 
 @pytest.fixture(scope="module")
 def recovered(shipped, data_dir):
     pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    from edgeemo_convert.augment import eval_view
     from edgeemo_convert.recover import float_model
     train, _ = fer_faces(data_dir / "fer2013" / "train", every=14)       # 2,052 faces
-    stats = np.stack([cv2.resize(f, (40, 40), interpolation=cv2.INTER_AREA) for f in train])[..., None]
-    return float_model(shipped.path, "res40d", stats)
+    return float_model(shipped.path, "res40d", eval_view(train[..., None], shipped.size))
 
 
 def test_the_default_model_comes_back_answering_as_the_int8_file(shipped, recovered, data_dir):
-    from edgeemo.crop import whole_image
     from edgeemo_convert.train import predict
-    faces, y = fer_faces(data_dir / "fer2013" / "val", every=9)             # 401 faces, the device's crop
-    x = np.stack([whole_image(f, shipped.size, 1, None, shipped.fraction) for f in faces])[..., None]
-    shipped.flip_average, shipped.skip_mirror_at = False, None               # one pass each, like for like
+    faces, y = fer_faces(data_dir / "fer2013" / "val", every=9)             # 401 faces
+    x = device_view(faces, shipped)
     p_int8 = shipped.predict(x).argmax(1)
     p_float = predict(recovered, x).argmax(1)
     # Measured on all 3,561 faces of val/: 99.1% the same answer, float 67.31% against int8 67.45%.
@@ -80,7 +87,6 @@ def test_train_init_default_fine_tunes_the_shipped_model(shipped, data_dir, tmp_
     from typer.testing import CliRunner
 
     from edgeemo.cli import app
-    from edgeemo.crop import whole_image
     from edgeemo_convert.train import predict
     from synth_faces import write_fer_folders
     data = tmp_path / "fer"
@@ -92,8 +98,7 @@ def test_train_init_default_fine_tunes_the_shipped_model(shipped, data_dir, tmp_
     assert res.exit_code == 0, res.output
     assert f"starting from the weights of {shipped.path}" in res.output
     faces, _ = fer_faces(data_dir / "fer2013" / "val", every=18)
-    x = np.stack([whole_image(f, 40, 1, None, shipped.fraction) for f in faces])[..., None]
-    shipped.flip_average, shipped.skip_mirror_at = False, None
+    x = device_view(faces, shipped)
     tuned = predict(keras.models.load_model(tmp_path / "run" / "model.keras"), x).argmax(1)
     assert (tuned == shipped.predict(x).argmax(1)).mean() >= 0.9
     wrong = CliRunner().invoke(app, [str(a) for a in args[:6] + ["res40"] + args[7:-1] + [tmp_path / "run2"]])

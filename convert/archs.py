@@ -35,6 +35,10 @@ RECIPES = {
     "res40w": Recipe("res40w", 40, 1, "res40d at twice the width: stem 48 + stages 64-128-128x2-256 on 40x40 faces, "
                      "GAP (1.83 M params, ~284 M MACs); a teacher to distil into res40d, too big for the device budget"),
     "res40-small": Recipe("res40-small", 40, 1, "res40 at half width (16 + 16-32-32-64), for tests and smoke runs"),
+    "fast40": Recipe("fast40", 40, 1, "the fast model's: 3x3 stem 16 at 40x40, a strided 3x3 conv to 48, then "
+                     "depthwise-separable residual stages 48-96x2-192 at 20, 10 and 5 pixels, GAP "
+                     "(~0.1 M params, ~11 M MACs); trained like res40"),
+    "fast40-small": Recipe("fast40-small", 40, 1, "fast40 at a quarter width, for tests and smoke runs"),
     "tiny": Recipe("tiny", 48, 1, "2 conv layers, for tests and smoke runs only"),
 }
 
@@ -43,7 +47,10 @@ RECIPES = {
 # The res40 family: width multiplier and residual blocks per stage (stages 32-64-64-128 after a 24 stem).
 RES40 = {"res40": (1.0, (1, 1, 1, 1)), "res40d": (1.0, (1, 1, 2, 1)), "res40w": (2.0, (1, 1, 2, 1)),
          "res40-small": (0.5, (1, 1, 1, 1))}
-CROP_TRAINED = set(RES40)
+# The fast40 family: stem, the strided conv's width, then (width, depthwise-separable blocks) per stage.
+FAST40 = {"fast40": (16, 48, ((48, 1), (96, 2), (192, 1))),
+          "fast40-small": (4, 12, ((12, 1), (24, 1), (48, 1)))}
+CROP_TRAINED = set(RES40) | set(FAST40)
 SOURCE_SIZE = 48
 
 
@@ -128,6 +135,15 @@ def _build(name, num_classes, input_size, channels, fused_bn):
                 x = _residual(layers, x, int(filters * scale), stride=2 if i > 0 and b == 0 else 1)
         x = layers.GlobalAveragePooling2D()(x)
         x = layers.Dropout(0.2)(x)
+    elif name in FAST40:
+        stem, wide, stages = FAST40[name]
+        x = _conv_bn(layers, x, stem, 1, relu=True)
+        x = _conv_bn(layers, x, wide, 2, relu=True)
+        for i, (filters, n) in enumerate(stages):
+            for b in range(n):
+                x = _separable_residual(layers, x, filters, stride=2 if i > 0 and b == 0 else 1)
+        x = layers.GlobalAveragePooling2D()(x)
+        x = layers.Dropout(0.2)(x)
     elif name in ("edge", "edge24", "edge-small", "tiny"):
         plan = {
             "edge": [(24, 1), (48, 2), (96, 2), (128, 2)],
@@ -161,6 +177,24 @@ def _residual(layers, x, filters: int, stride: int):
         shortcut = _conv_bn(layers, x, filters, stride, relu=False, kernel=1)
     y = _conv_bn(layers, x, filters, stride, relu=True)
     y = _conv_bn(layers, y, filters, 1, relu=False)
+    return layers.ReLU()(layers.Add()([y, shortcut]))
+
+
+def _separable(layers, x, filters: int, stride: int, relu: bool):
+    """3x3 depthwise conv-BN-ReLU, then 1x1 pointwise conv-BN (ReLU if ``relu``)."""
+    x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    return _conv_bn(layers, x, filters, 1, relu=relu, kernel=1)
+
+
+def _separable_residual(layers, x, filters: int, stride: int):
+    """The residual block with both 3x3 convs depthwise-separable: a ninth of the multiply-adds or less."""
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = _conv_bn(layers, x, filters, stride, relu=False, kernel=1)
+    y = _separable(layers, x, filters, stride, relu=True)
+    y = _separable(layers, y, filters, 1, relu=False)
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 

@@ -53,8 +53,9 @@ def train(
     blur: float = typer.Option(0.0, "--blur", help="Gaussian blur sigma (on a 48x48 face) that validation and "
                                "the device apply to faces, for a training set that is itself blurred."),
     teacher: Optional[List[Path]] = typer.Option(None, "--teacher", help="Distil from this trained model (a run "
-                                                 "folder's model.keras; res40-type recipes); repeat it to "
-                                                 "distil from several, averaged."),
+                                                 "folder's model.keras, or an int8 .tflite of a res40-type "
+                                                 "recipe; 'default': the shipped default model); repeat it "
+                                                 "to distil from several, averaged."),
     kd_alpha: float = typer.Option(0.7, "--kd-alpha", help="Share of the loss given to the teacher's answers."),
     kd_temperature: float = typer.Option(2.0, "--kd-temperature", help="Softening of both answers."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this trained model's weights (a run "
@@ -82,16 +83,23 @@ def train(
             raise typer.BadParameter(f"{what} is built into the crop-trained recipes "
                                      f"({', '.join(sorted(archs_crop_trained()))}), not {arch}", param_hint=option)
     if teacher:
+        teacher = [_shipped(t, "--teacher") for t in teacher]
         cfg.extra.update(teacher=[str(t) for t in teacher], kd_alpha=kd_alpha, kd_temperature=kd_temperature)
     if init is not None:
-        if str(init) == "default":
-            from edgeemo.runtime import default_model_path
-            init = default_model_path()
-            if init is None:
-                raise typer.BadParameter("this build ships no default model; give a model file", param_hint="--init")
-        cfg.extra.update(init=str(init))
+        cfg.extra.update(init=str(_shipped(init, "--init")))
     commands.train(data, dataset, out, cfg, val_split, cv, resume, detector, detector_model,
                    echo=lambda s: typer.echo(s, err=True))
+
+
+def _shipped(path: Path, option: str) -> Path:
+    """``path``, or the shipped default model's file where it is 'default'."""
+    if str(path) != "default":
+        return path
+    from edgeemo.runtime import default_model_path
+    found = default_model_path()
+    if found is None:
+        raise typer.BadParameter("this build ships no default model; give a model file", param_hint=option)
+    return found
 
 
 def study(

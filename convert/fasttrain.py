@@ -60,10 +60,15 @@ def load_start(path, arch: str, x_tr: np.ndarray, size: int, seed: int):
     return float_model(path, arch, augment.eval_view(x_tr[pick], size))
 
 
-def load_teacher(path, size: int, channels: int):
-    """The teacher for distillation: the Keras model at ``path``, run as its bfloat16 training twin (about
-    twice as fast on this CPU) when it is a crop-trained recipe whose weights line up with one."""
-    teacher = load_trained(path, "--teacher")
+def load_teacher(path, size: int, channels: int, x_tr: np.ndarray, seed: int):
+    """The teacher for distillation: a run folder's model.keras, or an int8 .tflite of a res40-type recipe
+    (``default``: the shipped default model) turned back into its float model, run as its bfloat16
+    training twin (about twice as fast on this CPU) when it is a crop-trained recipe whose weights line up
+    with one."""
+    if Path(path).suffix.lower() == ".tflite":
+        teacher = _recovered(path, size, x_tr, seed)
+    else:
+        teacher = load_trained(path, "--teacher")
     if tuple(teacher.input_shape[1:]) != (size, size, channels):
         raise SystemExit(f"--teacher {path}: it takes {teacher.input_shape[1:]} inputs, the student "
                          f"{(size, size, channels)}; train the student at the teacher's input size")
@@ -74,6 +79,21 @@ def load_teacher(path, size: int, channels: int):
             twin.set_weights(teacher.get_weights())
             return twin
     return teacher
+
+
+def _recovered(path, size: int, x_tr: np.ndarray, seed: int):
+    """The float model of an int8 file of whichever res40-type recipe its layers fit."""
+    from .recover import float_model
+    pick = np.sort(np.random.default_rng(seed).permutation(len(x_tr))[:2000])
+    faces = augment.eval_view(x_tr[pick], size)
+    for name in sorted(archs.RES40):
+        try:
+            return float_model(path, name, faces, option="--teacher")
+        except SystemExit as exc:
+            if "do not fit" not in str(exc):
+                raise
+    raise SystemExit(f"--teacher {path}: its layers fit none of the res40-type recipes "
+                     f"({', '.join(sorted(archs.RES40))}); give a run folder's model.keras instead")
 
 
 def class_weights(labels: np.ndarray, power: float, n: int = len(LABELS)) -> np.ndarray:
@@ -144,7 +164,7 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
                                                    reduction="sum_over_batch_size")
     paths = ex.get("teacher") or []
     paths = [paths] if isinstance(paths, str) else list(paths)
-    teachers = [load_teacher(p, size, x_tr.shape[3]) for p in paths]
+    teachers = [load_teacher(p, size, x_tr.shape[3], x_tr, cfg.seed) for p in paths]
     kd_a, kd_t = float(ex["kd_alpha"]), float(ex["kd_temperature"])
     if teachers:
         whose = "the teacher's" if len(teachers) == 1 else f"the {len(teachers)} teachers' averaged"

@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from edgeemo.cli import DETECTOR_HELP, _fail
+from edgeemo.errors import EdgeemoError
 
 
 def register(app: typer.Typer) -> None:
@@ -141,7 +142,8 @@ def study(
 
 
 def evaluate(
-    model: Path = typer.Argument(..., help="A .tflite (run through the device runtime) or .keras model."),
+    model: Path = typer.Argument(..., help="A .tflite (run through the device runtime) or .keras model, or a "
+                                 "shipped model: default, fast."),
     data: Path = typer.Option(..., "--data"),
     dataset: str = typer.Option("folder", "--dataset", help="fer2013, jaffe, ckplus or folder."),
     split: Optional[str] = typer.Option(None, "--split", help="For data sets with splits: train, val or test "
@@ -151,18 +153,22 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a fixed, seeded subset of this many images."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.json and confusion.png."),
     threads: int = typer.Option(1, "--threads"),
+    passes: Optional[int] = typer.Option(None, "--passes", help="At most this many model passes per face "
+                                         "(1-6), as `edgeemo classify --passes` [all the model's averaging]."),
 ):
     """Accuracy, macro-F1, per-class scores and the confusion matrix of a model on a data set."""
     from edgeemo.detect import DETECTORS
     if detector not in DETECTORS:
         raise typer.BadParameter(f"{detector!r}; choose one of {', '.join(DETECTORS)}", param_hint="--detector")
-    needs_tf = model.suffix != ".tflite"
+    needs_tf = model.suffix != ".tflite" and str(model) not in ("default", "fast")
     evaluation = _convert_module("evaluation") if needs_tf else __import__("edgeemo_convert.evaluation").evaluation
     try:
-        rep = evaluation.evaluate(model, data, dataset, split, detector, detector_model, limit, out, threads)
-    except (FileNotFoundError, ValueError) as exc:
+        rep = evaluation.evaluate(model, data, dataset, split, detector, detector_model, limit, out, threads,
+                                  passes)
+    except (FileNotFoundError, ValueError, EdgeemoError) as exc:
         _fail(str(exc))
-    typer.echo(json.dumps({k: rep[k] for k in ("n", "accuracy", "macro_f1")} |
+    typer.echo(json.dumps({k: rep[k] for k in ("n", "accuracy", "macro_f1", "passes_per_face", "macs_per_face")
+                           if k in rep} |
                           {"per_class_f1": {k: v["f1"] for k, v in rep["per_class"].items()}}, indent=1))
     if out:
         typer.echo(f"wrote {out / 'report.json'} and {out / 'confusion.png'}", err=True)

@@ -26,7 +26,12 @@ def pick_split(fs: datasets.FaceSet, split: str | None) -> datasets.FaceSet:
 
 
 def evaluate(model, data, dataset: str, split=None, detector: str = "none", detector_model=None,
-             limit: int | None = None, out=None, threads: int = 1) -> dict:
+             limit: int | None = None, out=None, threads: int = 1, passes: int | None = None) -> dict:
+    """``model``: a .tflite or .keras file, or a shipped model's name (default, fast). ``passes``: the
+    device's averaging knob (``edgeemo classify --passes``) for a .tflite model."""
+    if str(model) in ("default", "fast"):
+        from edgeemo.runtime import resolve_model_path
+        model = resolve_model_path(str(model))
     model = Path(model)
     if not model.is_file():
         raise FileNotFoundError(f"{model}: model file not found")
@@ -39,12 +44,15 @@ def evaluate(model, data, dataset: str, split=None, detector: str = "none", dete
     t0 = time.perf_counter()
     if model.suffix == ".tflite":
         from edgeemo.runtime import Model
-        m = Model(model, threads)
+        m = Model(model, threads, passes=passes)
         x = prepare.to_inputs(fs, m.size, m.channels, det, m.margin, m.blur, m.fraction, m.views)
         t1 = time.perf_counter()
         probs = m.predict(x)
         runtime = {"runtime": m.backend, "tensors": "int8" if m.quantized else "float32",
-                   "per_face_ms": round((time.perf_counter() - t1) * 1000 / max(len(x), 1), 3)}
+                   "per_face_ms": round((time.perf_counter() - t1) * 1000 / max(len(x), 1), 3),
+                   "passes": m.max_passes(), "passes_per_face": round(m.invocations / max(len(x), 1), 3),
+                   "macs_per_pass": m.macs_per_pass()["total"],
+                   "macs_per_face": round(m.invocations / max(len(x), 1) * m.macs_per_pass()["total"])}
         labels = m.labels
     else:
         from .train import _tf, predict

@@ -82,6 +82,13 @@ def _formats(value: str, default: List[str]) -> List[str]:
     return fmts
 
 
+MODEL_HELP = ("A .tflite file, or a model shipped with edgeemo: default (the most accurate) or fast (about a "
+              "sixth of the default's cost per pass, less accurate). [default]")
+PASSES_HELP = ("Averaging: at most this many model passes per face, from 1 (one look, the cheapest) to 6 (the "
+               "face, its mirror image and two further crops, each mirrored; the default model's full averaging). "
+               "Faces the model is already sure of get one pass. [all the model offers]")
+
+
 def _make_classifier(options):
     from .pipeline import Classifier
     clf = Classifier(options)
@@ -108,8 +115,8 @@ def classify(
     fmt: str = typer.Option("", "--format", "-f", help="csv, jsonl or csv,jsonl (default: both with --out, "
                             "jsonl on standard output)."),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write copies with boxes and labels here."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", envvar="EDGEEMO_MODEL",
-                                         help="A .tflite model (default: the one shipped with edgeemo)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", envvar="EDGEEMO_MODEL", help=MODEL_HELP),
+    passes: Optional[int] = typer.Option(None, "--passes", help=PASSES_HELP),
     detector: str = typer.Option("auto", "--detector", "-d", help=DETECTOR_HELP),
     detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL",
                                                   help="YuNet ONNX file (face_detection_yunet_*.onnx)."),
@@ -137,7 +144,8 @@ def classify(
     if jobs < 1:
         raise typer.BadParameter(f"{jobs}: at least 1", param_hint="--jobs")
     from .pipeline import ClassifierOptions
-    options = ClassifierOptions(model, detector, detector_model, threads, min_face, max_faces, score_threshold)
+    options = ClassifierOptions(model, detector, detector_model, threads, min_face, max_faces, score_threshold,
+                                passes)
     done = batch.Done.load(out / "results.jsonl", resume) if resume else None
     inputs = batch.walk(paths, recursive)
     first = [p for _, p in zip(range(2), inputs)]
@@ -254,15 +262,22 @@ def classify(
 
 @app.command()
 def info(
-    model: Optional[Path] = typer.Argument(None, help="A .tflite model (default: the shipped model)."),
+    model: Optional[Path] = typer.Argument(None, help="A .tflite file or a shipped model's name (default, fast)."),
+    model_opt: Optional[Path] = typer.Option(None, "--model", "-m", help="The same, as an option."),
+    passes: Optional[int] = typer.Option(None, "--passes", help="Show the cost at this averaging setting (1-6)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metadata as JSON."),
 ):
-    """Show a model's embedded metadata: labels, input, preprocessing, data set, metrics."""
+    """Show a model's embedded metadata and its cost: labels, input, preprocessing, data set, metrics,
+    multiply-accumulates per pass and passes per face."""
+    from . import cost
     from .runtime import SKIP_MIRROR_AT, Model
-    m = Model(model)
+    if model is not None and model_opt is not None and model != model_opt:
+        raise typer.BadParameter("give the model once, as an argument or with --model", param_hint="--model")
+    m = Model(model or model_opt, passes=passes)
     data = m.info()
+    summary = cost_summary(m)
     if as_json:
-        typer.echo(json.dumps(data, indent=2))
+        typer.echo(json.dumps({**data, "cost": summary}, indent=2))
         return
     typer.echo(f"model       {data['name']} (version {data.get('version')})")
     typer.echo(f"file        {data['file']} ({data['bytes']:,} bytes, sha256 {data['sha256'][:16]}...)")
@@ -281,6 +296,8 @@ def info(
         typer.echo(f"views       a face whose answer is below {SKIP_MIRROR_AT} confident is also classified at "
                    f"{', '.join(f'{f:g}' for f in data['view_fractions'])} of its frame"
                    + (", each mirrored too" if data.get("flip_average") else "") + "; the answers are averaged")
+    for line in summary["lines"]:
+        typer.echo(line)
     typer.echo(f"labels      {', '.join(data['labels'])}")
     if not data.get("embedded"):
         typer.echo("metadata    none embedded: defaults assumed (convert with `edgeemo convert` to embed)")
@@ -288,6 +305,40 @@ def info(
         typer.echo(f"data        {json.dumps(data['dataset'])}")
     for k, v in (data.get("metrics") or {}).items():
         typer.echo(f"metric      {k}: {json.dumps(v)}")
+
+
+def cost_summary(m) -> dict:
+    """The cost lines of `edgeemo info`: MACs per pass (counted from the file), passes per face at the
+    model's averaging setting (as measured on FER2013 val/ when the file carries it), and what that makes in
+    milliseconds on a CPU without int8 dot product (derived), with this CPU's int8 instructions."""
+    from . import cost
+    try:
+        macs = m.macs_per_pass()
+    except cost.CostUnavailable as exc:
+        return {"macs_per_pass": None, "lines": [f"cost        unknown: {exc}"]}
+    most = m.max_passes()
+    measured = (m.meta.get("metrics") or {}).get("val_passes_per_face") or {}
+    per_face = measured.get(str(most))
+    lines = [f"cost        {cost.millions(macs['total'])} multiply-accumulates per pass ({macs['total']:,}: "
+             + ", ".join(f"{k} {v:,}" for k, v in macs.items() if k != "total" and v) + ")"]
+    if most == 1:
+        lines.append("passes      1 per face (no averaging)")
+        per_face = 1.0
+    elif per_face is not None:
+        lines.append(f"passes      up to {most} per face (--passes {most}); {per_face:g} on average on FER2013 val/ "
+                     f"(faces the model is unsure of get more: measured by bench/cost_table.py)")
+    else:
+        lines.append(f"passes      1 to {most} per face (--passes {most}): the further passes only for faces the "
+                     "model is unsure of; average on val/ not measured for this file (bench/cost_table.py --embed)")
+    if per_face is not None:
+        face = per_face * macs["total"]
+        lines.append(f"per face    {cost.millions(face)} multiply-accumulates; about {cost.derived_ms(face):.2f} ms "
+                     f"on an x86 core without int8 dot product (derived at {cost.NO_DOT_GMACS:g} GMAC/s; a "
+                     "Raspberry Pi 4 core is several times slower)")
+    lines.append(f"this cpu    {cost.cpu_note()}")
+    return {"macs_per_pass": macs, "passes": most, "passes_per_face_val": per_face,
+            "macs_per_face": None if per_face is None else round(per_face * macs["total"]),
+            "int8_dot_product": cost.int8_dot_product(), "lines": lines}
 
 
 @app.command()
@@ -315,8 +366,8 @@ def watch(
     frames_dir: Optional[Path] = typer.Option(None, "--frames-dir", help="Saved frames [OUT/frames]."),
     frames_max_mb: Optional[float] = typer.Option(None, "--frames-max-mb", help="Disk cap for saved frames; "
                                                   "the oldest are deleted [500]."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="A .tflite model [shipped model, or "
-                                         "$EDGEEMO_MODEL]."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " [$EDGEEMO_MODEL]"),
+    passes: Optional[int] = typer.Option(None, "--passes", help=PASSES_HELP),
     detector: Optional[str] = typer.Option(None, "--detector", "-d", help=DETECTOR_HELP),
     detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="YuNet ONNX file "
                                                   "[$EDGEEMO_YUNET_MODEL]."),

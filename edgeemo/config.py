@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from .detect import DETECTORS, DetectOptions
 from .errors import SetupError
+from .runtime import MAX_PASSES, SHIPPED_MODELS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SAVE_FRAMES = ("none", "with-faces", "all")
@@ -43,13 +44,14 @@ class WatchSettings:
     save_frames: str = "none"
     frames_dir: Path | None = None
     frames_max_mb: float = 500.0
-    model: Path | None = None
+    model: Path | str | None = None          # a file, or a shipped model's name (default, fast)
     detector: str = "auto"
     detector_model: Path | None = None
     threads: int = 1
     min_face: int = DetectOptions.min_face
     max_faces: int = DetectOptions.max_faces
     score_threshold: float = DetectOptions.score_threshold
+    passes: int | None = None               # at most this many model passes per face (1-6); None: all
     log_level: str = "info"
     mqtt: str | None = None                 # mqtt://[user@]host[:port][/prefix] or mqtts://...
     mqtt_ca: Path | None = None
@@ -62,7 +64,7 @@ class WatchSettings:
         """The ClassifierOptions of these settings (checked there)."""
         from .pipeline import ClassifierOptions
         return ClassifierOptions(self.model, self.detector, self.detector_model, self.threads, self.min_face,
-                                 self.max_faces, self.score_threshold)
+                                 self.max_faces, self.score_threshold, self.passes)
 
 
 def key_of(field_name: str) -> str:
@@ -78,6 +80,15 @@ def _path(v):
     if not isinstance(v, (str, Path)) or not str(v).strip():
         raise ValueError("a path (a non-empty string)")
     return Path(v).expanduser()
+
+
+def _model(v):
+    if isinstance(v, str) and v in SHIPPED_MODELS:
+        return v                     # a model shipped in the package, by name
+    try:
+        return _path(v)
+    except ValueError:
+        raise ValueError(f"a .tflite file, or a shipped model: {', '.join(SHIPPED_MODELS)}") from None
 
 
 def _int(lo, hi=None):
@@ -159,9 +170,9 @@ CHECKS: dict[str, Callable[[Any], Any]] = {
     "workers": _int(1, 64), "queue-size": _int(1, 100_000), "poll": _bool, "settle": _float(0.0),
     "rescan": _float(0.0, lo_open=False),
     "camera": _camera, "interval": _float(0.0), "save-frames": _choice(SAVE_FRAMES), "frames-dir": _path,
-    "frames-max-mb": _float(0.0), "model": _path, "detector": _choice(DETECTORS), "detector-model": _path,
+    "frames-max-mb": _float(0.0), "model": _model, "detector": _choice(DETECTORS), "detector-model": _path,
     "threads": _int(1, 64), "min-face": _int(1), "max-faces": _int(1, 1000),
-    "score-threshold": _float(0.0, 1.0), "log-level": _choice(LOG_LEVELS),
+    "score-threshold": _float(0.0, 1.0), "passes": _int(1, MAX_PASSES), "log-level": _choice(LOG_LEVELS),
     "mqtt": _mqtt_url, "mqtt-ca": _path, "mqtt-password-file": _path, "mqtt-device": _name,
     "mqtt-ha-discovery": _bool, "metrics-file": _path,
 }
@@ -226,7 +237,7 @@ def load_file(path: str | Path) -> dict[str, Any]:
             clean = CHECKS[key](value)
         except ValueError as exc:
             raise SetupError(f"{p}: {key} = {value!r} is not valid; expected {exc}") from None
-        if key in PATH_KEYS and not clean.is_absolute():
+        if key in PATH_KEYS and isinstance(clean, Path) and not clean.is_absolute():
             clean = (p.parent / clean)
         out[key] = clean
     return out
@@ -255,7 +266,7 @@ def resolve(given: dict[str, Any], config_path: str | Path | None = None) -> Wat
     for name in ("inbox", "out", "done", "failed", "frames_dir", "model", "detector_model", "mqtt_ca",
                  "mqtt_password_file", "metrics_file"):
         v = getattr(settings, name)
-        if v is not None:
+        if isinstance(v, Path):
             setattr(settings, name, Path(v).absolute())
     return _complete(settings)
 

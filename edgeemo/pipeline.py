@@ -19,7 +19,7 @@ from . import crop, imageio
 from .detect import DETECTORS, DetectOptions, make_detector
 from .errors import SetupError
 from .record import make_record
-from .runtime import Model
+from .runtime import MAX_PASSES, Model
 
 log = logging.getLogger("edgeemo")
 
@@ -39,6 +39,7 @@ class ClassifierOptions:
     min_face: int = _DETECT.min_face
     max_faces: int = _DETECT.max_faces
     score_threshold: float = _DETECT.score_threshold
+    passes: int | None = None                       # at most this many model passes per face; None: all
 
     def __post_init__(self):
         checks = (("detector", self.detector in DETECTORS, f"one of {', '.join(DETECTORS)}"),
@@ -46,7 +47,10 @@ class ClassifierOptions:
                   ("min-face", _whole(self.min_face, 1), "an integer of at least 1 (pixels)"),
                   ("max-faces", _whole(self.max_faces, 1), "an integer of at least 1"),
                   ("score-threshold", isinstance(self.score_threshold, (int, float))
-                   and 0.0 < float(self.score_threshold) <= 1.0, "a number in (0, 1]"))
+                   and 0.0 < float(self.score_threshold) <= 1.0, "a number in (0, 1]"),
+                  ("passes", self.passes is None or (_whole(self.passes, 1) and self.passes <= MAX_PASSES),
+                   f"a whole number from 1 (one pass per face, the cheapest) to {MAX_PASSES} (the model's "
+                   "full averaging)"))
         for name, ok, want in checks:
             if not ok:
                 raise SetupError(f"--{name} {getattr(self, name.replace('-', '_'))!r}: must be {want}")
@@ -71,12 +75,14 @@ class Classifier:
     def __init__(self, model: str | os.PathLike | Model | ClassifierOptions | None = None, detector: str = "auto",
                  detector_model: str | os.PathLike | None = None, threads: int = 1,
                  min_face: int = _DETECT.min_face, max_faces: int = _DETECT.max_faces,
-                 score_threshold: float = _DETECT.score_threshold, max_pixels: int = imageio.MAX_PIXELS):
+                 score_threshold: float = _DETECT.score_threshold, max_pixels: int = imageio.MAX_PIXELS,
+                 passes: int | None = None):
         given = model if isinstance(model, Model) else None
         opts = model if isinstance(model, ClassifierOptions) else ClassifierOptions(
-            None if given else model, detector, detector_model, threads, min_face, max_faces, score_threshold)
+            None if given else model, detector, detector_model, threads, min_face, max_faces, score_threshold,
+            passes)
         self.options = opts
-        self.model = given or Model(opts.model, opts.threads)
+        self.model = given or Model(opts.model, opts.threads, passes=opts.passes)
         self.detector = make_detector(opts.detector, opts.detector_model, opts.detect_options())
         self.max_pixels = max_pixels
         self._model_ref = {"name": self.model.name, "sha256": self.model.sha256}

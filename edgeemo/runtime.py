@@ -19,10 +19,16 @@ import numpy as np
 
 from . import modelfile
 from .crop import FaceGeometry
-from .errors import EdgeemoError
+from .errors import EdgeemoError, SetupError
 from .modelfile import ModelFileError
 
 DEFAULT_MODEL_NAME = "edgeemo-default.tflite"
+# The models shipped inside the package, by the names --model takes (``--model fast``). A file of the same
+# name in the working folder is reached as ./fast.
+SHIPPED_MODELS = {"default": DEFAULT_MODEL_NAME, "fast": "edgeemo-fast.tflite"}
+# The most model passes one face can get: the first view, its mirror image, and two further views, each
+# mirrored (the shipped default's full averaging). ``passes`` (the --passes knob) is 1 up to this.
+MAX_PASSES = 6
 # Averaging (models with "flip_average" or "view_fractions"): the mirrored pass and the further views are
 # skipped for a face whose first answer is already this confident. On FER2013 val/ (3,561 faces) the shipped
 # model gets 69.03% so, at 2.97 model runs per face, the same as with all 6 runs for every face
@@ -50,10 +56,16 @@ def interpreter_class():
                              "(pip install ai-edge-litert). Tried: " + "; ".join(tried))
 
 
-def default_model_path() -> Path | None:
-    """The model shipped inside the package, or None if this build has none."""
-    p = Path(__file__).resolve().parent / "models" / DEFAULT_MODEL_NAME
+def shipped_model_path(name: str = "default") -> Path | None:
+    """The model shipped inside the package under ``name`` (a key of SHIPPED_MODELS), or None if this build
+    has none."""
+    p = Path(__file__).resolve().parent / "models" / SHIPPED_MODELS[name]
     return p if p.is_file() else None
+
+
+def default_model_path() -> Path | None:
+    """The default model shipped inside the package, or None if this build has none."""
+    return shipped_model_path("default")
 
 
 def resolve_model_path(model: str | os.PathLike | None) -> Path:
@@ -67,10 +79,25 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
                 raise ModelFileError("no default model is installed with this edgeemo build; "
                                      "pass --model FILE.tflite (or set EDGEEMO_MODEL)")
             return p
+    if str(model) in SHIPPED_MODELS:
+        p = shipped_model_path(str(model))
+        if p is None:
+            raise ModelFileError(f"--model {model}: this edgeemo build has no shipped {model!s} model "
+                                 f"({SHIPPED_MODELS[str(model)]}); pass --model FILE.tflite")
+        return p
     p = Path(model).expanduser()
     if not p.is_file():
-        raise ModelFileError(f"{p}: model file not found")
+        raise ModelFileError(f"{p}: model file not found (give a .tflite file, or a shipped model: "
+                             f"{', '.join(SHIPPED_MODELS)})")
     return p
+
+
+def check_passes(passes) -> int:
+    """``passes`` as an int from 1 to MAX_PASSES, or ValueError saying what is expected."""
+    if isinstance(passes, bool) or not isinstance(passes, (int, np.integer)) or not 1 <= passes <= MAX_PASSES:
+        raise ValueError(f"passes {passes!r}: must be a whole number from 1 (one pass per face, the cheapest) "
+                         f"to {MAX_PASSES} (every view the model's averaging offers)")
+    return int(passes)
 
 
 @contextmanager
@@ -106,10 +133,14 @@ class Model:
     trained to average each face with its mirror image, the mirror images of every view are run only for
     faces whose first answer's top probability is below this, and all answers averaged; ``None`` does it
     for every face.
+
+    ``passes``: at most this many model runs per face (1 to MAX_PASSES; None: all the model offers), taken
+    in the order of ``pass_order()``: the first view, its mirror image, the first further view, its mirror
+    image, ... One pass costs ``macs_per_pass()`` multiply-accumulates.
     """
 
     def __init__(self, path: str | os.PathLike | None = None, threads: int = 1,
-                 skip_mirror_at: float | None = SKIP_MIRROR_AT):
+                 skip_mirror_at: float | None = SKIP_MIRROR_AT, passes: int | None = None):
         self.path = resolve_model_path(path)
         data = self.path.read_bytes()
         try:
@@ -128,6 +159,11 @@ class Model:
         self.views = tuple(float(f) for f in self.meta.get("view_fractions", ()))
         self.geometry = FaceGeometry(self.size, self.channels, self.margin, self.blur, self.fraction, self.views)
         self.skip_mirror_at = skip_mirror_at
+        try:
+            self.passes = None if passes is None else check_passes(passes)
+        except ValueError as exc:
+            raise SetupError(f"--{exc}") from None
+        self._macs = None
         self.invocations = 0                # interpreter runs so far (one per face, plus those averaged in)
         norm = self.meta["normalization"]
         self._mean, self._std = float(norm["mean"]), float(norm["std"])
@@ -157,9 +193,34 @@ class Model:
         self._lut = self._input_table()
 
     def info(self) -> dict:
+        from . import cost
+        try:
+            macs = self.macs_per_pass()
+        except cost.CostUnavailable:
+            macs = None
         return {**{k: v for k, v in self.meta.items()}, "file": str(self.path), "sha256": self.sha256,
                 "bytes": self.path.stat().st_size, "input_dtype": str(self.input_dtype),
-                "output_dtype": str(self.output_dtype), "runtime": self.backend}
+                "output_dtype": str(self.output_dtype), "runtime": self.backend,
+                "macs_per_pass": macs, "max_passes": self.max_passes()}
+
+    def macs_per_pass(self) -> dict:
+        """Multiply-accumulates of one pass, counted from the graph's CONV_2D, DEPTHWISE_CONV_2D and
+        FULLY_CONNECTED ops: {"total": n, op name: n, ...} (``edgeemo.cost.count_macs``)."""
+        if self._macs is None:
+            from . import cost
+            self._macs = cost.count_macs(self._interp)
+        return self._macs
+
+    def pass_order(self, n_views: int | None = None) -> list[tuple[int, bool]]:
+        """The looks at a face, in the order they are run: (view index, mirrored); view 0 is the model's own
+        framing, 1.. its ``view_fractions``. Cut to ``passes``."""
+        n_views = 1 + len(self.views) if n_views is None else n_views
+        order = [(v, m) for v in range(n_views) for m in ((False, True) if self.flip_average else (False,))]
+        return order[:self.passes] if self.passes else order
+
+    def max_passes(self) -> int:
+        """Model runs per face at most, with this model's averaging and the ``passes`` knob."""
+        return len(self.pass_order())
 
     def _input_table(self) -> np.ndarray:
         """The model's input value for each pixel value 0..255: normalised, and quantised with the input
@@ -192,23 +253,25 @@ class Model:
             return np.zeros((0, len(self.labels)), np.float32)
         first = self._inputs(views[:, 0])
         out = self._run(first)
-        if self.flip_average or views.shape[1] > 1 or (more_views is not None and self.views):
+        order = self.pass_order(views.shape[1] if more_views is None or views.shape[1] > 1 else None)
+        if len(order) > 1:
             todo = np.arange(len(out)) if self.skip_mirror_at is None else \
                 np.flatnonzero(out.max(axis=1) < self.skip_mirror_at)
             if len(todo):
                 # Averaged in where unsure: the model was trained on mirrored faces and on faces cut at
                 # several scales, so each view (and its mirror image) is another look at the same face.
-                further = views[todo, 1:] if more_views is None else np.asarray(more_views(todo))
-                if further.shape[2:] != views.shape[2:] or len(further) != len(todo):
-                    raise ValueError(f"more_views gave views shaped {further.shape}; expected ({len(todo)}, views, "
-                                     f"{self.size}, {self.size}, {self.channels}) for the faces it was given")
-                answers = [out[todo]]
-                for v in range(1 + further.shape[1]):
-                    x = first[todo] if v == 0 else self._inputs(further[:, v - 1])
-                    if v:
-                        answers.append(self._run(x))
-                    if self.flip_average:
-                        answers.append(self._run(x[:, :, ::-1]))
+                if any(v for v, _ in order):
+                    further = views[todo, 1:] if more_views is None or views.shape[1] > 1 \
+                        else np.asarray(more_views(todo))
+                    if further.shape[2:] != views.shape[2:] or len(further) != len(todo):
+                        raise ValueError(f"more_views gave views shaped {further.shape}; expected ({len(todo)}, "
+                                         f"views, {self.size}, {self.size}, {self.channels}) for the faces it "
+                                         "was given")
+                answers, inputs = [out[todo]], {0: first[todo]}
+                for v, mirrored in order[1:]:
+                    if v not in inputs:
+                        inputs[v] = self._inputs(further[:, v - 1])
+                    answers.append(self._run(inputs[v][:, :, ::-1] if mirrored else inputs[v]))
                 out[todo] = np.mean(answers, axis=0)
         return out
 

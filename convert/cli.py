@@ -37,7 +37,7 @@ def archs_crop_trained() -> set:
 def train(
     data: Path = typer.Option(..., "--data", help="Data set folder (or FER2013 CSV file)."),
     dataset: str = typer.Option("folder", "--dataset", help="fer2013, jaffe, ckplus or folder."),
-    arch: str = typer.Option("edge", "--arch", help="res40d (the default model's), res40 (res40d one block shallower), res40w (res40d at twice the width, a teacher for --teacher), seed-basic, seed-dropout, seed-best, edge, edge24, edge-small, res40-small, tiny."),
+    arch: str = typer.Option("edge", "--arch", help="res40d (the default model's), res40 (res40d one block shallower), res40w (res40d at twice the width, a teacher for --teacher), fast40 and fast40d (depthwise-separable, ~11 M MACs: fast models), fast40-small, seed-basic, seed-dropout, seed-best, edge, edge24, edge-small, res40-small, tiny."),
     optimizer: str = typer.Option("adam", "--optimizer", help="adam, sgd or nadam."),
     epochs: int = typer.Option(40, "--epochs"),
     batch_size: int = typer.Option(64, "--batch-size"),

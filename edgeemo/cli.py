@@ -321,8 +321,10 @@ def cost_summary(m) -> dict:
     per_face = measured.get(str(most))
     lines = [f"cost        {cost.millions(macs['total'])} multiply-accumulates per pass ({macs['total']:,}: "
              + ", ".join(f"{k} {v:,}" for k, v in macs.items() if k != "total" and v) + ")"]
+    offered = m.offered_passes()
     if most == 1:
-        lines.append("passes      1 per face (no averaging)")
+        lines.append("passes      1 per face " + ("(no averaging)" if offered == 1 else
+                                                  f"(--passes 1; the model's averaging offers up to {offered})"))
         per_face = 1.0
     elif per_face is not None:
         lines.append(f"passes      up to {most} per face (--passes {most}); {per_face:g} on average on FER2013 val/ "

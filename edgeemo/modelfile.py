@@ -165,13 +165,20 @@ def embed_metadata(model: bytes, meta: dict) -> bytes:
     validate({**DEFAULTS, **clean})
     m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model, 0))
     payload = json.dumps(clean, sort_keys=True).encode("utf-8")
-    m.metadata = [e for e in (m.metadata or []) if (e.name or b"").decode() != METADATA_NAME] or []
+    old = [e for e in (m.metadata or []) if (e.name or b"").decode() == METADATA_NAME]
+    m.metadata = [e for e in (m.metadata or []) if e not in old]
     buf = schema.BufferT()
     buf.data = list(payload)
-    m.buffers = list(m.buffers or []) + [buf]
+    m.buffers = list(m.buffers or [])
+    if old:                    # replace the earlier entry's buffer in place: no orphan left behind
+        index = old[0].buffer
+        m.buffers[index] = buf
+    else:
+        m.buffers.append(buf)
+        index = len(m.buffers) - 1
     entry = schema.MetadataT()
     entry.name = METADATA_NAME
-    entry.buffer = len(m.buffers) - 1
+    entry.buffer = index
     m.metadata.append(entry)
     b = flatbuffers.Builder(len(model) + len(payload) + 1024)
     b.Finish(m.Pack(b), file_identifier=b"TFL3")

@@ -218,6 +218,10 @@ class Model:
         order = [(v, m) for v in range(n_views) for m in ((False, True) if self.flip_average else (False,))]
         return order[:self.passes] if self.passes else order
 
+    def offered_passes(self) -> int:
+        """Model runs per face that this model's averaging offers (``passes`` left aside)."""
+        return (2 if self.flip_average else 1) * (1 + len(self.views))
+
     def max_passes(self) -> int:
         """Model runs per face at most, with this model's averaging and the ``passes`` knob."""
         return len(self.pass_order())

@@ -1,11 +1,15 @@
 """Benchmark of the device path, all figures measured in this one run, on one CPU core.
 
-    python bench/classify_bench.py [--model FILE.tflite] [--yunet FILE.onnx] [--repeat N] [--rounds N]
+    python bench/classify_bench.py [--model FILE.tflite|fast] [--passes N] [--yunet FILE.onnx] [--repeat N] [--rounds N]
 
-Prints: per-face classification latency (1 thread) of the int8 model and of a float32 TFLite model of
+Prints first the CPU's int8 dot-product instructions (avx512_vnni, avx_vnni, asimddp): with them, int8
+milliseconds here understate a Raspberry Pi 4's. Then: the model's multiply-accumulates per pass (counted
+from the file) and per face; per-face classification latency (1 thread) of the int8 model and of a float32 TFLite model of
 the same architecture, and their ratio; face detection time on a 640x480 photo (YuNet, Haar with
 edgeemo's downscaling, Haar at full resolution); end-to-end images/s through Classifier on 640x480
-JPEGs; peak RSS of an `edgeemo classify` process; CLI start time.
+JPEGs, with MACs per face and images/s derived for an x86 core without int8 dot product (the model's
+runs at 39 GMAC/s, ``edgeemo.cost.NO_DOT_GMACS``; decode, detection and the rest as measured here); peak RSS
+of an `edgeemo classify` process; CLI start time.
 
 The float32 twin is built from the model's recipe (edgeemo_convert.archs, random weights: latency does
 not depend on weight values); it needs the [train] extra and is skipped, saying so, without it.
@@ -90,7 +94,8 @@ def float_twin(model, tmp: Path) -> Path | None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="int8 .tflite (default: the shipped model)")
+    ap.add_argument("--model", default=None, help="int8 .tflite or a shipped model's name (default: the default)")
+    ap.add_argument("--passes", type=int, default=None, help="the averaging knob, 1-6 (default: the model's all)")
     ap.add_argument("--yunet", default=str(YUNET))
     ap.add_argument("--repeat", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=15, help="end-to-end rounds over the photos (YuNet)")
@@ -103,8 +108,15 @@ def main() -> None:
     from edgeemo.runtime import Model
 
     tmp = Path(tempfile.mkdtemp(prefix="edgeemo-bench-"))
-    q = Model(args.model, threads=1)
+    from edgeemo import cost
+    q = Model(args.model, threads=1, passes=args.passes)
+    import platform
+    print(f"CPU {platform.machine()}, int8 dot product: {', '.join(cost.int8_dot_product()) or 'none'}: "
+          f"{cost.cpu_note()}")
     print(f"model {q.path} ({q.path.stat().st_size:,} bytes, {q.input_dtype} in, runtime {q.backend}); one core")
+    macs = q.macs_per_pass()["total"]
+    print(f"  {cost.millions(macs)} multiply-accumulates per pass ({macs:,}); up to {q.max_passes()} passes "
+          f"per face (--passes)")
     face = np.random.default_rng(0).integers(0, 256, (1, q.size, q.size, q.channels), dtype=np.uint8)
 
     print("\nper-face classification, 1 thread (one interpreter run; a model with mirror averaging or further")
@@ -114,9 +126,9 @@ def main() -> None:
     t_q = timed(lambda: q.predict(face), args.repeat)
     print(f"  int8     {t_q * 1000:8.3f} ms")
     q.flip_average, q.skip_mirror_at = mirrors, None
-    if mirrors or q.views:
+    if q.max_passes() > 1:
         every = np.repeat(face[:, None], 1 + len(q.views), axis=1)      # the face in each of the model's views
-        passes = (1 + len(q.views)) * (2 if mirrors else 1)
+        passes = q.max_passes()
         print(f"  int8 with all {passes} passes (a face it is unsure of) "
               f"{timed(lambda: q.predict(every), args.repeat) * 1000:8.3f} ms")
     q.skip_mirror_at = skip_at
@@ -159,7 +171,7 @@ def main() -> None:
         clf = Classifier(q, detector=name, detector_model=args.yunet if name == "yunet" else None)
         clf.classify_image(photos[0])
         rounds = args.rounds if name == "yunet" else 1
-        per_image, ratios, faces, runs0 = [], [], 0, q.invocations
+        per_image, ratios, faces, runs0, secs0 = [], [], 0, q.invocations, q.run_seconds
         for _ in range(rounds):
             t = time.perf_counter()
             faces += sum(len(clf.classify_image(p)["faces"]) for p in photos)
@@ -172,12 +184,20 @@ def main() -> None:
                 ratios.append(per_image[-1] / ((time.perf_counter() - t) / len(imgs)))
         ms = statistics.median(per_image) * 1000
         passes = (q.invocations - runs0) / max(faces, 1)
+        model_ms = (q.run_seconds - secs0) * 1000 / (rounds * len(photos))        # per image, measured
+        face_macs = passes * macs
         line = (f"  {name:6s} {1000 / ms:8.1f} images/s ({ms:.1f} ms per image; rounds "
                 f"{1 / max(per_image):.1f}..{1 / min(per_image):.1f}); {faces / rounds:.0f} faces per pass, "
                 f"{passes:.2f} model runs per face")
         if ratios:
             line += f"; {statistics.median(ratios):.2f}x the full-resolution YuNet yardstick"
         print(line)
+        image_macs = face_macs * faces / (rounds * len(photos))
+        derived = ms - model_ms + cost.derived_ms(image_macs)
+        print(f"         cost: {cost.millions(face_macs)} MACs per face, {cost.millions(image_macs)} per image; model "
+              f"{model_ms:.2f} ms per image measured here; on an x86 core without int8 dot product (derived: "
+              f"model at {cost.NO_DOT_GMACS:g} GMAC/s, the rest as here): {cost.derived_ms(image_macs):.2f} ms, "
+              f"{1000 / derived:.1f} images/s")
 
     print("\nedgeemo classify process")
     import shutil
@@ -186,7 +206,8 @@ def main() -> None:
     env = {**os.environ}
     if "yunet" in dets:
         env["EDGEEMO_YUNET_MODEL"] = args.yunet
-    cmd = exe + ["classify", str(tmp / "photos"), "--out", str(tmp / "out")] + (["--model", args.model] if args.model else [])
+    cmd = exe + ["classify", str(tmp / "photos"), "--out", str(tmp / "out")] + (["--model", args.model] if args.model else []) \
+        + (["--passes", str(args.passes)] if args.passes else [])
     # Measured by a small launcher process: a child forked from this (large) process would report this
     # process's RSS as its own peak.
     launcher = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, "

@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import os
 import sys
+import time
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -165,6 +166,7 @@ class Model:
             raise SetupError(f"--{exc}") from None
         self._macs = None
         self.invocations = 0                # interpreter runs so far (one per face, plus those averaged in)
+        self.run_seconds = 0.0              # time spent in those runs
         norm = self.meta["normalization"]
         self._mean, self._std = float(norm["mean"]), float(norm["std"])
         self.backend, cls = interpreter_class()
@@ -283,6 +285,7 @@ class Model:
         return self._lut[faces] if faces.dtype == np.uint8 else self._quantize(faces.astype(np.float32))
 
     def _run(self, x: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
         raw = np.empty((x.shape[0], len(self.labels)), self.output_dtype)
         # One face per invoke: the tensors stay allocated for batch 1, the common case on a device (a
         # larger batch costs the same per face here: the model's arithmetic dominates).
@@ -291,4 +294,5 @@ class Model:
             self._interp.invoke()
             raw[i] = self._interp.get_tensor(self._out["index"])[0]
         self.invocations += x.shape[0]
+        self.run_seconds += time.perf_counter() - t0
         return self._dequantize_output(raw)

@@ -96,7 +96,8 @@ def _make_classifier(options):
     where = clf.detector.model_path
     note = f" ({where})" if where else (" (YuNet model file not found; see --detector-model)"
                                         if detector == "auto" and clf.detector.name == "haar" else "")
-    typer.echo(f"edgeemo: model {clf.model.name} ({'int8' if clf.model.quantized else 'float'}), "
+    typer.echo(f"edgeemo: model {clf.model.name} ({'int8' if clf.model.quantized else 'float'}, up to "
+               f"{clf.model.max_passes()} pass{'es' if clf.model.max_passes() > 1 else ''} per face), "
                f"detector {clf.detector.name}{note}", err=True)
     return clf
 

@@ -62,8 +62,9 @@ def make_classifiers(s: WatchSettings, n: int) -> list:
     except EdgeemoError as exc:       # an unusable model or detector: a set-up problem (exit status 2)
         raise SetupError(str(exc)) from None
     c = out[0]
-    log.info("model %s (%s, %s), detector %s, %d worker%s", c.model.name, c.model.path.name,
-             "int8" if c.model.quantized else "float", c.detector.name, n, "s" if n > 1 else "")
+    log.info("model %s (%s, %s, up to %d pass%s per face), detector %s, %d worker%s", c.model.name,
+             c.model.path.name, "int8" if c.model.quantized else "float", c.model.max_passes(),
+             "es" if c.model.max_passes() > 1 else "", c.detector.name, n, "s" if n > 1 else "")
     return out
 
 

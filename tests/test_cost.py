@@ -167,3 +167,10 @@ def test_info_prints_the_cost():
     one = CliRunner().invoke(app, ["info", "--passes", "1", "--json"])
     data = json.loads(one.stdout)
     assert data["cost"]["passes"] == 1 and data["cost"]["macs_per_face"] == 71_207_296
+
+
+def test_watch_passes_option_is_checked(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    run = CliRunner().invoke(app, ["watch", str(inbox), "--passes", "0"])
+    assert run.exit_code == 2 and "--passes 0: not valid; expected an integer from 1 to 6" in run.output

@@ -534,3 +534,31 @@ def test_move_falls_back_to_a_rename_where_a_link_is_refused(tmp_path):
         assert list((box / "inbox").iterdir()) == []
     finally:
         shutil.rmtree(box, ignore_errors=True)
+
+
+def test_passes_from_the_config_file_reach_the_daemon(daemon_factory, tmp_path, data_dir):
+    """`passes = 1` in the config file: the daemon runs one pass per face and says so; its record matches the
+    Python API's at the same setting (and the command line's --passes wins over the file)."""
+    from edgeemo.pipeline import Classifier
+    face = data_dir / "fer2013" / "val" / "fear" / "PublicTest_10150476.jpg"    # an unsure face: averaging moves it
+    cfg = tmp_path / "edgeemo.toml"
+    cfg.write_text("passes = 1\n")
+    d = daemon_factory("--config", str(cfg), "--log-level", "info").start()
+    write(d.inbox / "face.jpg", face.read_bytes())
+    wait_until(lambda: d.n_records() == 1, "the record", d)
+    assert d.signal(signal.SIGTERM) == 0
+    assert "up to 1 pass per face" in d.run_log()
+    got = d.records()[0]["faces"][0]["probs"]
+    model = d.args[d.args.index("--model") + 1]
+    want = Classifier(model, detector="none", passes=1).classify_image(face)
+    assert got == want["faces"][0]["probs"]
+    full = Classifier(model, detector="none")
+    offered = full.model.offered_passes()
+    if offered > 1:
+        assert full.classify_image(face)["faces"][0]["probs"] != got    # the averaging, off here, moves it
+    d.args += ["--passes", "2"]
+    d.start()
+    write(d.inbox / "again.jpg", face.read_bytes())
+    wait_until(lambda: d.n_records() == 2, "the second record", d)
+    assert d.signal(signal.SIGTERM) == 0
+    assert ("up to 2 passes per face" if offered > 1 else "up to 1 pass per face") in d.run_log()

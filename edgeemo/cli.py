@@ -270,8 +270,7 @@ def info(
 ):
     """Show a model's embedded metadata and its cost: labels, input, preprocessing, data set, metrics,
     multiply-accumulates per pass and passes per face."""
-    from . import cost
-    from .runtime import SKIP_MIRROR_AT, Model
+    from .runtime import SHIPPED_MODELS, SKIP_MIRROR_AT, Model, shipped_model_path
     if model is not None and model_opt is not None and model != model_opt:
         raise typer.BadParameter("give the model once, as an argument or with --model", param_hint="--model")
     m = Model(model or model_opt, passes=passes)
@@ -300,6 +299,10 @@ def info(
     for line in summary["lines"]:
         typer.echo(line)
     typer.echo(f"labels      {', '.join(data['labels'])}")
+    card = m.path.parent / "MODEL_CARD.md"
+    shipped = [name for name in SHIPPED_MODELS if shipped_model_path(name) == m.path]
+    if shipped and card.is_file():
+        typer.echo(f"card        {card} (the shipped {shipped[0]} model: how it was made, its figures, its limits)")
     if not data.get("embedded"):
         typer.echo("metadata    none embedded: defaults assumed (convert with `edgeemo convert` to embed)")
     if data.get("dataset"):

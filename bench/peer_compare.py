@@ -5,7 +5,9 @@
 Both models get the same faces: FER2013 `val/` (PublicTest, pre-cropped: the whole picture), and JAFFE
 whole photos through YuNet with the same crop (our model's crop margin; the largest face; a photo with no
 face found is used whole, and counted). Printed per model: accuracy, macro-F1, disgust recall, ms per face
-(one pass, one thread, the interpreter's invoke only), file size.
+here (one pass, one thread, the interpreter's invoke only; the CPU's int8 instructions are printed first),
+multiply-accumulates per face counted from each file with ms derived from them for an x86 core without int8
+dot product, file size.
 
 Our model runs as the device runs it (`edgeemo.runtime.Model`: its metadata's preprocessing, including the
 central fraction of the face it sees, and for faces the first pass is unsure of, the mirrored pass and the
@@ -74,12 +76,15 @@ def one_pass_ms(model, faces: np.ndarray) -> float:
     return 1000 * float(np.median(times[5:] or times))
 
 
-def score(name, y, probs, ms, size_bytes, extra=""):
+def score(name, y, probs, ms, size_bytes, extra="", macs=None):
+    from edgeemo import cost
     from edgeemo_convert.metrics import report
     rep = report(y, probs.argmax(axis=1))
+    spend = "" if macs is None else (f"  {cost.millions(macs)} MACs/face ({cost.derived_ms(macs):.2f} ms/face "
+                                     f"derived for x86 without int8 dot product)")
     print(f"  {name:<48} acc {rep['accuracy']:.4f}  macro-F1 {rep['macro_f1']:.4f}  "
           f"disgust recall {rep['per_class']['disgust']['recall']:.3f}  "
-          f"{ms:.3f} ms/face  {size_bytes / 1024:.0f} KB{extra}")
+          f"{ms:.3f} ms/face here{spend}  {size_bytes / 1024:.0f} KB{extra}")
     return rep
 
 
@@ -94,6 +99,8 @@ def compare(title, fs, ours, peer, det, margin):
     from edgeemo_convert import prepare
     print(f"{title}: {len(fs)} faces" + (f" (YuNet, crop margin {margin:g})" if det else " (whole picture)"))
     x_ours = prepare.to_inputs(fs, ours.size, ours.channels, det, margin, ours.blur, ours.fraction, ours.views)
+    if x_ours.ndim == 4:                      # a model without further views: one view per face
+        x_ours = x_ours[:, None]
     missed = fs.notes.get("no_face_used_whole", 0) if det else 0
     x_peer = prepare.to_inputs(fs, Peer.size, 1, det, margin)
     y = fs.labels
@@ -101,16 +108,19 @@ def compare(title, fs, ours, peer, det, margin):
     before = ours.invocations
     p = ours.predict(x_ours)
     passes = (ours.invocations - before) / max(len(x_ours), 1)
+    macs = ours.macs_per_pass()["total"]
     r_dev = score(f"edgeemo {ours.name} (device default)", y, p, ms * passes, ours.path.stat().st_size,
-                  f"  [{passes:.2f} passes per face: {view_note(ours)} where the first is unsure]")
+                  f"  [{passes:.2f} passes per face: {view_note(ours)} where the first is unsure]", macs * passes)
     flip, ours.flip_average = ours.flip_average, False
-    r_one = score(f"edgeemo {ours.name} (one pass)", y, ours.predict(x_ours[:, 0]), ms, ours.path.stat().st_size)
+    r_one = score(f"edgeemo {ours.name} (one pass)", y, ours.predict(x_ours[:, 0]), ms, ours.path.stat().st_size,
+                  macs=macs)
     ours.flip_average = flip
     r_peer = None
     if peer is not None:
         pp, spent = peer.run(x_peer)
+        from edgeemo import cost
         r_peer = score("fer mini-Xception (one pass)", y, pp, 1000 * spent / max(len(x_peer), 1),
-                       peer.path.stat().st_size)
+                       peer.path.stat().st_size, macs=cost.count_macs(peer._it)["total"])
         print(f"  ours (device default) minus peer: {100 * (r_dev['accuracy'] - r_peer['accuracy']):+.1f} points "
               f"accuracy, {r_dev['macro_f1'] - r_peer['macro_f1']:+.3f} macro-F1")
     if det:
@@ -120,7 +130,8 @@ def compare(title, fs, ours, peer, det, margin):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--ours", type=Path, default=None, help="our .tflite (default: the shipped model)")
+    ap.add_argument("--ours", type=Path, default=None, help="our .tflite, or a shipped model's name (default, "
+                    "fast; default: the default)")
     ap.add_argument("--peer", type=Path, default=os.environ.get("EDGEEMO_PEER_MODEL"),
                     help="the fer package's emotion_model_quantized.tflite")
     ap.add_argument("--jaffe", action=argparse.BooleanOptionalAction, default=True)
@@ -136,6 +147,8 @@ def main() -> None:
     from edgeemo_convert import datasets
     from edgeemo_convert.prepare import fixed_subset
 
+    from edgeemo import cost
+    print(f"CPU int8 dot product: {', '.join(cost.int8_dot_product()) or 'none'}: {cost.cpu_note()}")
     ours = Model(args.ours)
     peer = None
     if args.peer and Path(args.peer).is_file():

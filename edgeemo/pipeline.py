@@ -19,7 +19,7 @@ from . import crop, imageio
 from .detect import DETECTORS, DetectOptions, make_detector
 from .errors import SetupError
 from .record import make_record
-from .runtime import MAX_PASSES, Model
+from .runtime import PASSES_WANTED, Model, valid_passes
 
 log = logging.getLogger("edgeemo")
 
@@ -48,9 +48,7 @@ class ClassifierOptions:
                   ("max-faces", _whole(self.max_faces, 1), "an integer of at least 1"),
                   ("score-threshold", isinstance(self.score_threshold, (int, float))
                    and 0.0 < float(self.score_threshold) <= 1.0, "a number in (0, 1]"),
-                  ("passes", self.passes is None or (_whole(self.passes, 1) and self.passes <= MAX_PASSES),
-                   f"a whole number from 1 (one pass per face, the cheapest) to {MAX_PASSES} (the model's "
-                   "full averaging)"))
+                  ("passes", self.passes is None or valid_passes(self.passes), PASSES_WANTED))
         for name, ok, want in checks:
             if not ok:
                 raise SetupError(f"--{name} {getattr(self, name.replace('-', '_'))!r}: must be {want}")

@@ -93,12 +93,12 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
     return p
 
 
-def check_passes(passes) -> int:
-    """``passes`` as an int from 1 to MAX_PASSES, or ValueError saying what is expected."""
-    if isinstance(passes, bool) or not isinstance(passes, (int, np.integer)) or not 1 <= passes <= MAX_PASSES:
-        raise ValueError(f"passes {passes!r}: must be a whole number from 1 (one pass per face, the cheapest) "
-                         f"to {MAX_PASSES} (every view the model's averaging offers)")
-    return int(passes)
+PASSES_WANTED = (f"a whole number from 1 (one pass per face, the cheapest) to {MAX_PASSES} (every look the "
+                 "model's averaging offers)")
+
+
+def valid_passes(passes) -> bool:
+    return not isinstance(passes, bool) and isinstance(passes, (int, np.integer)) and 1 <= passes <= MAX_PASSES
 
 
 @contextmanager
@@ -160,10 +160,9 @@ class Model:
         self.views = tuple(float(f) for f in self.meta.get("view_fractions", ()))
         self.geometry = FaceGeometry(self.size, self.channels, self.margin, self.blur, self.fraction, self.views)
         self.skip_mirror_at = skip_mirror_at
-        try:
-            self.passes = None if passes is None else check_passes(passes)
-        except ValueError as exc:
-            raise SetupError(f"--{exc}") from None
+        if passes is not None and not valid_passes(passes):
+            raise SetupError(f"--passes {passes!r}: must be {PASSES_WANTED}")
+        self.passes = None if passes is None else int(passes)
         self._macs = None
         self.invocations = 0                # interpreter runs so far (one per face, plus those averaged in)
         self.run_seconds = 0.0              # time spent in those runs
@@ -213,16 +212,16 @@ class Model:
             self._macs = cost.count_macs(self._interp)
         return self._macs
 
-    def pass_order(self, n_views: int | None = None) -> list[tuple[int, bool]]:
+    def pass_order(self, n_views: int | None = None, cut: bool = True) -> list[tuple[int, bool]]:
         """The looks at a face, in the order they are run: (view index, mirrored); view 0 is the model's own
-        framing, 1.. its ``view_fractions``. Cut to ``passes``."""
+        framing, 1.. its ``view_fractions``. Cut to ``passes`` unless ``cut`` is False."""
         n_views = 1 + len(self.views) if n_views is None else n_views
         order = [(v, m) for v in range(n_views) for m in ((False, True) if self.flip_average else (False,))]
-        return order[:self.passes] if self.passes else order
+        return order[:self.passes] if self.passes and cut else order
 
     def offered_passes(self) -> int:
         """Model runs per face that this model's averaging offers (``passes`` left aside)."""
-        return (2 if self.flip_average else 1) * (1 + len(self.views))
+        return len(self.pass_order(cut=False))
 
     def max_passes(self) -> int:
         """Model runs per face at most, with this model's averaging and the ``passes`` knob."""

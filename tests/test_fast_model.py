@@ -66,5 +66,5 @@ def test_fast_model_accuracy_on_fixed_val_subset(fast, data_dir):
     from edgeemo_convert.evaluation import evaluate
     rep = evaluate("fast", data_dir / "fer2013", "fer2013", split="val", detector="none", limit=700)
     assert rep["n"] == 700 and rep["tensors"] == "int8" and rep["passes_per_face"] == 1.0
-    # Measured: 0.636 on these 700 faces (0.645 on all 3,561 of val/); the guard sits about 2 points below.
-    assert rep["accuracy"] >= 0.615, rep["accuracy"]
+    # Measured: 0.641 on these 700 faces (0.648 on all 3,561 of val/); the guard sits about 2 points below.
+    assert rep["accuracy"] >= 0.62, rep["accuracy"]

@@ -1,6 +1,8 @@
 """Face detection on real photos (../shared/data/scenes), detector selection, and the face crop."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -118,3 +120,30 @@ def test_crop_pads_like_the_padded_photo():
         big = cv2.copyMakeBorder(cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), pad, pad, pad, pad, cv2.BORDER_REPLICATE)
         ref = big[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
         assert np.array_equal(crop.crop_face(img, box, side, margin=0.25), ref), box
+
+
+def test_yunet_ships_in_the_package_and_auto_uses_it(monkeypatch, tmp_path):
+    """A plain `pip install` detects with YuNet: its file and MIT licence are package data, and "auto" finds
+    it when nothing else is installed."""
+    import fnmatch
+    import hashlib
+    import tomllib
+
+    from edgeemo import detect
+    shipped = detect.SHIPPED_YUNET
+    assert hashlib.sha256(shipped.read_bytes()).hexdigest() == \
+        "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0"
+    licence = (shipped.parent / "LICENSE-yunet.txt").read_text()
+    assert "MIT License" in licence and "opencv_zoo" in licence
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["edgeemo"]
+    for f in (shipped, shipped.parent / "LICENSE-yunet.txt"):
+        rel = f.relative_to(root / "edgeemo").as_posix()
+        assert any(fnmatch.fnmatch(rel, g) for g in globs), rel
+    monkeypatch.delenv("EDGEEMO_YUNET_MODEL", raising=False)
+    monkeypatch.setattr("edgeemo.detect.YUNET_SEARCH", (str(tmp_path / "etc.onnx"), str(tmp_path / "opt.onnx"),
+                                                       str(shipped)))
+    det = make_detector("auto")
+    assert det.name == "yunet" and det.model_path == shipped
+    (tmp_path / "opt.onnx").write_bytes(shipped.read_bytes())         # an installed file wins over the shipped one
+    assert make_detector("auto").model_path == tmp_path / "opt.onnx"

@@ -19,10 +19,15 @@ log = logging.getLogger("edgeemo")
 
 DETECTORS = ("auto", "yunet", "haar", "none")      # "auto": yunet if its model file is found, else haar
 YUNET_ENV = "EDGEEMO_YUNET_MODEL"
+# YuNet ships inside the package (edgeemo/models/, MIT licence in LICENSE-yunet.txt beside it; from the OpenCV
+# Zoo, https://github.com/opencv/opencv_zoo/tree/main/models/face_detection_yunet), so that a plain
+# `pip install` detects with it. A file in one of the places before it (another version) wins.
+SHIPPED_YUNET = Path(__file__).resolve().parent.parent / "models" / "face_detection_yunet_2026may.onnx"
 YUNET_SEARCH = (
     "/etc/edgeemo/face_detection_yunet.onnx",
     "/opt/edgeemo/models/face_detection_yunet.onnx",
     "~/.local/share/edgeemo/face_detection_yunet.onnx",
+    str(SHIPPED_YUNET),
 )
 YUNET_HELP = ("get face_detection_yunet_2023mar.onnx (MIT) from the OpenCV Zoo, "
               "https://github.com/opencv/opencv_zoo/tree/main/models/face_detection_yunet, and pass "
@@ -76,7 +81,8 @@ class DetectOptions:
 
 
 def find_yunet_model(explicit: str | os.PathLike | None = None) -> Path | None:
-    """The YuNet ONNX file: the explicit path, else $EDGEEMO_YUNET_MODEL, else the standard places."""
+    """The YuNet ONNX file: the explicit path, else $EDGEEMO_YUNET_MODEL, else the standard places, the last of
+    which is the file shipped in the package."""
     if explicit:
         return Path(explicit).expanduser()
     env = os.environ.get(YUNET_ENV)

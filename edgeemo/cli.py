@@ -501,6 +501,10 @@ def _workstation_commands() -> dict:
 
 
 def main():  # console-script entry point
+    # A native crash (a segmentation fault in the TFLite runtime or OpenCV, as on a CPU a wheel was not built
+    # for) prints the Python frames it happened in, naming the step, instead of dying silently.
+    import faulthandler
+    faulthandler.enable()
     app()
 
 

@@ -7,6 +7,7 @@ float models are fed floats.
 """
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import importlib
 import os
@@ -105,13 +106,17 @@ def valid_passes(passes) -> bool:
 def _quiet_stderr():
     """Silence file descriptor 2 while the interpreter is built: TFLite prints an INFO line ("Created
     TensorFlow Lite XNNPACK delegate for CPU") there that no setting turns off. Errors still arrive as
-    Python exceptions."""
+    Python exceptions. A native crash meanwhile (a segmentation fault in the runtime's set-up) still leaves
+    its trace on the real standard error: faulthandler writes there, naming the Python frame that crashed."""
     try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError):
         yield
         return
+    was_enabled = faulthandler.is_enabled()
+    real_stderr = os.fdopen(os.dup(saved), "w")
+    faulthandler.enable(file=real_stderr)
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)
@@ -119,6 +124,19 @@ def _quiet_stderr():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+        faulthandler.disable()
+        if was_enabled:
+            faulthandler.enable()
+        real_stderr.close()
+
+
+def _build_interpreter(cls, data: bytes, threads: int):
+    """Build and allocate the TFLite interpreter: the step in whose native code a runtime built for another
+    CPU crashes (as faulthandler's trace then shows by this function's name)."""
+    with _quiet_stderr():
+        interp = cls(model_content=data, num_threads=max(1, int(threads)))
+        interp.allocate_tensors()
+    return interp
 
 
 class Model:
@@ -170,9 +188,7 @@ class Model:
         self._mean, self._std = float(norm["mean"]), float(norm["std"])
         self.backend, cls = interpreter_class()
         try:
-            with _quiet_stderr():
-                self._interp = cls(model_content=data, num_threads=max(1, int(threads)))
-                self._interp.allocate_tensors()
+            self._interp = _build_interpreter(cls, data, threads)
         except (ValueError, RuntimeError) as exc:
             raise ModelFileError(f"{self.path}: the interpreter rejected the model ({exc})") from None
         self.threads = threads

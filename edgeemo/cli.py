@@ -500,11 +500,19 @@ def _workstation_commands() -> dict:
     return typer.main.get_command(sub).commands
 
 
+_CRASH_FILE = None
+
+
 def main():  # console-script entry point
     # A native crash (a segmentation fault in the TFLite runtime or OpenCV, as on a CPU a wheel was not built
     # for) prints the Python frames it happened in, naming the step, instead of dying silently.
     import faulthandler
-    faulthandler.enable()
+    global _CRASH_FILE
+    try:       # a copy of fd 2: the model's quiet set-up (runtime._quiet_stderr) silences fd 2 itself
+        _CRASH_FILE = os.fdopen(os.dup(2), "w")
+        faulthandler.enable(file=_CRASH_FILE)
+    except (OSError, ValueError):
+        pass
     app()
 
 

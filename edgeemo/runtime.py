@@ -114,9 +114,10 @@ def _quiet_stderr():
     except (OSError, ValueError):
         yield
         return
-    was_enabled = faulthandler.is_enabled()
-    real_stderr = os.fdopen(os.dup(saved), "w")
-    faulthandler.enable(file=real_stderr)
+    crash_file = None
+    if not faulthandler.is_enabled():   # (the CLI enables it on a copy of fd 2, which this does not silence)
+        crash_file = os.fdopen(os.dup(saved), "w")
+        faulthandler.enable(file=crash_file)
     try:
         with open(os.devnull, "wb") as null:
             os.dup2(null.fileno(), 2)
@@ -124,10 +125,9 @@ def _quiet_stderr():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-        faulthandler.disable()
-        if was_enabled:
-            faulthandler.enable()
-        real_stderr.close()
+        if crash_file is not None:
+            faulthandler.disable()
+            crash_file.close()
 
 
 def _build_interpreter(cls, data: bytes, threads: int):

@@ -146,7 +146,7 @@ def _build(name, num_classes, input_size, channels, fused_bn):
         x = (_conv_bn if down == "full" else _separable)(layers, x, wide, 2, relu=True)
         for i, (filters, n) in enumerate(stages):
             for b in range(n):
-                x = _separable_residual(layers, x, filters, stride=2 if i > 0 and b == 0 else 1)
+                x = _residual(layers, x, filters, stride=2 if i > 0 and b == 0 else 1, conv=_separable)
         x = layers.GlobalAveragePooling2D()(x)
         x = layers.Dropout(0.2)(x)
     elif name in ("edge", "edge24", "edge-small", "tiny"):
@@ -175,13 +175,16 @@ def _conv_bn(layers, x, filters: int, stride: int, relu: bool, kernel: int = 3):
     return layers.ReLU()(x) if relu else x
 
 
-def _residual(layers, x, filters: int, stride: int):
-    """Basic ResNet block: two 3x3 conv-BN, a 1x1 conv-BN shortcut where the shape changes, ReLU after the sum."""
+def _residual(layers, x, filters: int, stride: int, conv=None):
+    """Basic ResNet block: two 3x3 conv-BN, a 1x1 conv-BN shortcut where the shape changes, ReLU after the sum.
+    ``conv`` builds each 3x3 conv-BN: ``_conv_bn`` (the default), or ``_separable`` for the block with both
+    convs depthwise-separable (a ninth of the multiply-adds or less)."""
+    conv = conv or _conv_bn
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = _conv_bn(layers, x, filters, stride, relu=False, kernel=1)
-    y = _conv_bn(layers, x, filters, stride, relu=True)
-    y = _conv_bn(layers, y, filters, 1, relu=False)
+    y = conv(layers, x, filters, stride, relu=True)
+    y = conv(layers, y, filters, 1, relu=False)
     return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
@@ -192,15 +195,6 @@ def _separable(layers, x, filters: int, stride: int, relu: bool):
     x = layers.ReLU()(x)
     return _conv_bn(layers, x, filters, 1, relu=relu, kernel=1)
 
-
-def _separable_residual(layers, x, filters: int, stride: int):
-    """The residual block with both 3x3 convs depthwise-separable: a ninth of the multiply-adds or less."""
-    shortcut = x
-    if stride != 1 or x.shape[-1] != filters:
-        shortcut = _conv_bn(layers, x, filters, stride, relu=False, kernel=1)
-    y = _separable(layers, x, filters, stride, relu=True)
-    y = _separable(layers, y, filters, 1, relu=False)
-    return layers.ReLU()(layers.Add()([y, shortcut]))
 
 
 class _FusedLayers:

@@ -60,8 +60,18 @@ def test_the_default_model_comes_back_answering_as_the_int8_file(shipped, recove
     assert (p_float == p_int8).mean() >= 0.97
     assert abs((p_float == y).mean() - (p_int8 == y).mean()) <= 0.02
     assert (p_float == y).mean() >= 0.6
-    # batch normalisation holds the statistics it was given: training mode (batch statistics) answers alike
-    batch = recovered(x[:256].astype(np.float32) / 255.0, training=True)
+    # batch normalisation holds the statistics it was given: training mode (batch statistics) answers alike.
+    # Dropout, which training mode also turns on, is held at 0 for this: its random mask is not what is
+    # checked, and it made the figure vary from run to run (0.89 to 0.95 on the same faces).
+    dropouts = [layer for layer in recovered.layers if type(layer).__name__ == "Dropout"]
+    rates = [layer.rate for layer in dropouts]
+    for layer in dropouts:
+        layer.rate = 0.0
+    try:
+        batch = recovered(x[:256].astype(np.float32) / 255.0, training=True)
+    finally:
+        for layer, rate in zip(dropouts, rates):
+            layer.rate = rate
     assert (np.asarray(batch).argmax(1) == p_float[:256]).mean() >= 0.9
 
 

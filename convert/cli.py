@@ -160,7 +160,8 @@ def evaluate(
     from edgeemo.detect import DETECTORS
     if detector not in DETECTORS:
         raise typer.BadParameter(f"{detector!r}; choose one of {', '.join(DETECTORS)}", param_hint="--detector")
-    needs_tf = model.suffix != ".tflite" and str(model) not in ("default", "fast")
+    from edgeemo.runtime import SHIPPED_MODELS
+    needs_tf = model.suffix != ".tflite" and str(model) not in SHIPPED_MODELS
     evaluation = _convert_module("evaluation") if needs_tf else __import__("edgeemo_convert.evaluation").evaluation
     try:
         rep = evaluation.evaluate(model, data, dataset, split, detector, detector_model, limit, out, threads,

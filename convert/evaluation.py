@@ -29,8 +29,8 @@ def evaluate(model, data, dataset: str, split=None, detector: str = "none", dete
              limit: int | None = None, out=None, threads: int = 1, passes: int | None = None) -> dict:
     """``model``: a .tflite or .keras file, or a shipped model's name (default, fast). ``passes``: the
     device's averaging knob (``edgeemo classify --passes``) for a .tflite model."""
-    if str(model) in ("default", "fast"):
-        from edgeemo.runtime import resolve_model_path
+    from edgeemo.runtime import SHIPPED_MODELS, resolve_model_path
+    if str(model) in SHIPPED_MODELS:
         model = resolve_model_path(str(model))
     model = Path(model)
     if not model.is_file():
@@ -51,8 +51,8 @@ def evaluate(model, data, dataset: str, split=None, detector: str = "none", dete
         runtime = {"runtime": m.backend, "tensors": "int8" if m.quantized else "float32",
                    "per_face_ms": round((time.perf_counter() - t1) * 1000 / max(len(x), 1), 3),
                    "passes": m.max_passes(), "passes_per_face": round(m.invocations / max(len(x), 1), 3),
-                   "macs_per_pass": m.macs_per_pass()["total"],
-                   "macs_per_face": round(m.invocations / max(len(x), 1) * m.macs_per_pass()["total"])}
+                   "macs_per_pass": m.macs_per_pass()["total"]}
+        runtime["macs_per_face"] = round(m.invocations / max(len(x), 1) * runtime["macs_per_pass"])
         labels = m.labels
     else:
         from .train import _tf, predict

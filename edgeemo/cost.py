@@ -48,10 +48,13 @@ def count_macs(interp) -> dict:
         if name not in by_op:
             continue
         out = shapes[int(op["outputs"][0])]
-        w = shapes[int(op["inputs"][1])]
-        per_output = {"CONV_2D": lambda: w[1] * w[2] * w[3],
-                      "DEPTHWISE_CONV_2D": lambda: w[1] * w[2],
-                      "FULLY_CONNECTED": lambda: w[-1]}[name]()
+        w = shapes[int(op["inputs"][1])]            # the filter or weight tensor
+        if name == "CONV_2D":
+            per_output = w[1] * w[2] * w[3]
+        elif name == "DEPTHWISE_CONV_2D":
+            per_output = w[1] * w[2]
+        else:                                       # FULLY_CONNECTED
+            per_output = w[-1]
         by_op[name] += int(np.prod(out, dtype=np.int64)) * per_output
     return {"total": sum(by_op.values()), **by_op}
 

@@ -94,8 +94,9 @@ def _make_classifier(options):
     clf = Classifier(options)
     detector = options.detector
     where = clf.detector.model_path
-    note = f" ({where})" if where else (" (YuNet model file not found; see --detector-model)"
-                                        if detector == "auto" and clf.detector.name == "haar" else "")
+    note = f" ({where})" if where else ""
+    if detector == "auto" and clf.detector.name == "haar":
+        note += " (YuNet model file not found; see --detector-model)"
     typer.echo(f"edgeemo: model {clf.model.name} ({'int8' if clf.model.quantized else 'float'}, up to "
                f"{clf.model.max_passes()} pass{'es' if clf.model.max_passes() > 1 else ''} per face), "
                f"detector {clf.detector.name}{note}", err=True)

@@ -147,3 +147,84 @@ def test_yunet_ships_in_the_package_and_auto_uses_it(monkeypatch, tmp_path):
     assert det.name == "yunet" and det.model_path == shipped
     (tmp_path / "opt.onnx").write_bytes(shipped.read_bytes())         # an installed file wins over the shipped one
     assert make_detector("auto").model_path == tmp_path / "opt.onnx"
+
+
+def test_yunet_dnn_engine_gives_facedetectoryns_faces(data_dir, yunet_model):
+    """The cv2.dnn decoder (for OpenCV < 4.8) and cv2.FaceDetectorYN give the same faces and scores."""
+    from edgeemo.detect.yunet import YuNet, default_engine
+    assert default_engine() == "facedetectoryn"       # this venv's opencv-python-headless is >= 4.10
+    ref, dnn = YuNet(yunet_model), YuNet(yunet_model, engine="dnn")
+    assert (ref.engine, dnn.engine) == ("facedetectoryn", "dnn")
+    total = 0
+    for photo in sorted((data_dir / "scenes").glob("*.jpg")):
+        img = imageio.read_image(photo).pixels
+        a, b = ref.detect(img), dnn.detect(img)
+        assert [f.xywh for f in a] == [f.xywh for f in b], photo.name
+        assert np.allclose([f.score for f in a], [f.score for f in b], atol=1e-4), photo.name
+        total += len(a)
+    assert total >= 40                                 # 45 faces on these photos: the check compares something
+    assert scene_scores(dnn, data_dir / "scenes")[:3] == (18, 18, 0)
+    with pytest.raises(DetectorError, match="unknown YuNet engine"):
+        YuNet(yunet_model, engine="tensorrt")
+
+
+def test_haar_falls_back_to_debians_cascade_folder(data_dir, monkeypatch, tmp_path):
+    """Debian's python3-opencv has no cv2.data: the cascade comes from opencv-data's folder, and without it the
+    error says which package to install."""
+    import cv2
+
+    from edgeemo.detect import haar
+    system = tmp_path / "opencv4" / "haarcascades"
+    system.mkdir(parents=True)
+    (system / haar.CASCADE).write_bytes((Path(cv2.data.haarcascades) / haar.CASCADE).read_bytes())
+    monkeypatch.delattr(cv2, "data")
+    monkeypatch.setattr(haar, "SYSTEM_CASCADE_DIRS", (str(tmp_path / "absent"), str(system)))
+    det = make_detector("haar")
+    assert det.model_path == system / haar.CASCADE
+    assert len(det.detect(imageio.read_image(data_dir / "scenes/2008_001009.jpg").pixels)) >= 1
+    monkeypatch.setattr(haar, "SYSTEM_CASCADE_DIRS", (str(tmp_path / "absent"),))
+    with pytest.raises(DetectorError, match="apt install opencv-data"):
+        make_detector("haar")
+    monkeypatch.setattr(cv2, "__version__", "5.0.0")
+    with pytest.raises(DetectorError, match="no longer ships the Haar cascades"):
+        make_detector("haar")
+
+
+DEBIAN_PYTHON = Path("/usr/bin/python3")
+ON_DEBIAN_OPENCV = r"""
+import json, sys
+import cv2
+from edgeemo import imageio
+from edgeemo.detect import make_detector
+yunet, haar = make_detector("auto"), make_detector("haar")
+faces = {}
+for p in sys.argv[1:]:
+    img = imageio.read_image(p).pixels
+    faces[p] = [[f.xywh for f in yunet.detect(img)], len(haar.detect(img))]
+print(json.dumps({"cv2": cv2.__version__, "engine": yunet.engine, "yunet": str(yunet.model_path),
+                  "haar": str(haar.model_path), "faces": faces}))
+"""
+
+
+def test_debian_opencv_4_6_detects_with_the_shipped_yunet(data_dir, tmp_path):
+    """What a 32-bit Raspberry Pi OS user gets: Debian bookworm's python3-opencv 4.6 (.ci/run installs it with
+    opencv-data), whose FaceDetectorYN cannot run the shipped file. edgeemo's detectors there, run by Debian's
+    own Python: YuNet through cv2.dnn with this venv's boxes, and Haar from opencv-data's folder."""
+    import json
+    import subprocess
+
+    from edgeemo.detect import SHIPPED_YUNET
+    photos = [str(p) for p in sorted((data_dir / "scenes").glob("*.jpg"))]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HOME": str(tmp_path)}
+    run = subprocess.run([str(DEBIAN_PYTHON), "-c", ON_DEBIAN_OPENCV, *photos], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, (f"Debian's python3 with python3-opencv and opencv-data (apt) is needed: "
+                                 f"{run.stderr[-2000:]}")
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["cv2"].startswith("4.6") and got["engine"] == "dnn"
+    assert got["yunet"] == str(SHIPPED_YUNET)
+    assert got["haar"] == "/usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml"
+    here = make_detector("yunet", SHIPPED_YUNET)
+    for p in photos:
+        assert [list(f.xywh) for f in here.detect(imageio.read_image(p).pixels)] == got["faces"][p][0], p
+    assert sum(n for _, n in got["faces"].values()) >= 14

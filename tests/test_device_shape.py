@@ -89,7 +89,11 @@ def test_every_detector_states_the_interface(yunet_model):
     for name in BACKENDS:
         det = make_detector(name, yunet_model if name == "yunet" else None)
         assert det.name == name and isinstance(det.precropped, bool) and callable(det.detect)
-        assert (det.model_path == yunet_model) if name == "yunet" else det.model_path is None
+        expected = {"yunet": yunet_model, "none": None}.get(name)
+        if name == "haar":
+            assert det.model_path.name == "haarcascade_frontalface_default.xml" and det.model_path.is_file()
+        else:
+            assert det.model_path == expected
         assert det.precropped == (name == "none")
 
 

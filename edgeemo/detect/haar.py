@@ -1,4 +1,5 @@
-"""OpenCV's frontal-face Haar cascade (bundled in the opencv-python-headless 4.x wheel).
+"""OpenCV's frontal-face Haar cascade: the one in the opencv-python-headless 4.x wheel (``cv2.data``), or,
+with Debian's or Raspberry Pi OS's python3-opencv, the one the ``opencv-data`` package installs.
 
 Detection runs on a copy downscaled so that the smallest face asked for is still about 24 pixels (the
 cascade's window) and the long side is at most ``MAX_SIDE``; boxes are mapped back to the original.
@@ -15,22 +16,42 @@ from . import DetectOptions, DetectorError, Face, clip_faces
 
 MAX_SIDE = 448          # detection resolution cap: on the test scenes as many faces as at full resolution
 CASCADE_WINDOW = 24
+CASCADE = "haarcascade_frontalface_default.xml"
+# where Debian's opencv-data puts the cascades (Debian's cv2 has no cv2.data)
+SYSTEM_CASCADE_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades")
+
+
+def find_cascade() -> Path | None:
+    """The frontal-face cascade: the OpenCV wheel's own, else the system's."""
+    data = getattr(cv2, "data", None)
+    dirs = ([data.haarcascades] if data is not None else []) + list(SYSTEM_CASCADE_DIRS)
+    for d in dirs:
+        path = Path(d) / CASCADE
+        if path.is_file():
+            return path
+    return None
+
+
+def missing_cascade_help() -> str:
+    if cv2.__version__.split(".")[0] >= "5":
+        return (f"OpenCV {cv2.__version__} no longer ships the Haar cascades: install "
+                "'opencv-python-headless>=4.10,<5', or use --detector yunet")
+    return (f"OpenCV {cv2.__version__} has no {CASCADE}, and neither has {' nor '.join(SYSTEM_CASCADE_DIRS)}: "
+            "on Debian or Raspberry Pi OS run 'sudo apt install opencv-data', or use --detector yunet")
 
 
 class Haar:
     name = "haar"
     precropped = False
-    model_path = None           # the cascade comes with OpenCV
+    model_path: Path | None = None      # the cascade file, set when loaded
 
     def __init__(self, options: DetectOptions | None = None, max_side: int = MAX_SIDE):
         self.options = options or DetectOptions()
         self.max_side = max_side
-        data = getattr(cv2, "data", None)
-        path = Path(data.haarcascades) / "haarcascade_frontalface_default.xml" if data else None
-        if path is None or not path.is_file() or not hasattr(cv2, "CascadeClassifier"):
-            raise DetectorError("the Haar face cascade is not available in this OpenCV build "
-                                "(opencv-python-headless 5.x dropped it): install "
-                                "'opencv-python-headless>=4.10,<5' or use --detector yunet")
+        path = find_cascade()
+        if path is None or not hasattr(cv2, "CascadeClassifier"):
+            raise DetectorError(f"the Haar face cascade is not available: {missing_cascade_help()}")
+        self.model_path = path
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
             raise DetectorError(f"{path}: the Haar cascade could not be loaded")

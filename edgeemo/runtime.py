@@ -36,7 +36,23 @@ MAX_PASSES = 6
 # model gets 69.03% so, at 2.97 model runs per face, the same as with all 6 runs for every face
 # (`python bench/view_average.py`).
 SKIP_MIRROR_AT = 0.6
+# ...but not as a hard cut: a face whose first answer's confidence c lies within SOFT_MARGIN of the threshold
+# gets w * first + (1 - w) * average, w = (c - (threshold - margin)) / (2 * margin). The answer then moves
+# smoothly with c, so a rounding difference between two CPUs' int8 kernels (one output step, 1/256) moves it
+# by a hair instead of switching between one look and six: x86 and ARM give the same labels
+# (`python bench/view_average.py` counts the flips under one step).
+SOFT_MARGIN = 0.03
 _BACKENDS = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+
+
+def first_weight(conf: np.ndarray, threshold: float, margin: float = SOFT_MARGIN) -> np.ndarray:
+    """How much a face's first answer counts alone, from its confidence: 1 at threshold + margin and above
+    (no further passes), 0 at threshold - margin and below (the plain average of every pass), linear between.
+    margin 0 is the hard cut: 1 from the threshold up, else 0."""
+    conf = np.asarray(conf, np.float32)
+    if margin <= 0:
+        return (conf >= threshold).astype(np.float32)
+    return np.clip((conf - (threshold - margin)) / (2 * margin), 0.0, 1.0).astype(np.float32)
 
 
 class RuntimeUnavailable(EdgeemoError, RuntimeError):
@@ -159,7 +175,8 @@ class Model:
     """
 
     def __init__(self, path: str | os.PathLike | None = None, threads: int = 1,
-                 skip_mirror_at: float | None = SKIP_MIRROR_AT, passes: int | None = None):
+                 skip_mirror_at: float | None = SKIP_MIRROR_AT, passes: int | None = None,
+                 soft_margin: float = SOFT_MARGIN):
         self.path = resolve_model_path(path)
         data = self.path.read_bytes()
         try:
@@ -178,6 +195,7 @@ class Model:
         self.views = tuple(float(f) for f in self.meta.get("view_fractions", ()))
         self.geometry = FaceGeometry(self.size, self.channels, self.margin, self.blur, self.fraction, self.views)
         self.skip_mirror_at = skip_mirror_at
+        self.soft_margin = float(soft_margin)
         if passes is not None and not valid_passes(passes):
             raise SetupError(f"--passes {passes!r}: must be {PASSES_WANTED}")
         self.passes = None if passes is None else int(passes)
@@ -276,8 +294,9 @@ class Model:
         out = self._run(first)
         order = self.pass_order(views.shape[1] if more_views is None or views.shape[1] > 1 else None)
         if len(order) > 1:
-            todo = np.arange(len(out)) if self.skip_mirror_at is None else \
-                np.flatnonzero(out.max(axis=1) < self.skip_mirror_at)
+            alone = np.zeros(len(out), np.float32) if self.skip_mirror_at is None else \
+                first_weight(out.max(axis=1), self.skip_mirror_at, self.soft_margin)
+            todo = np.flatnonzero(alone < 1)
             if len(todo):
                 # Averaged in where unsure: the model was trained on mirrored faces and on faces cut at
                 # several scales, so each view (and its mirror image) is another look at the same face.
@@ -293,7 +312,8 @@ class Model:
                     if v not in inputs:
                         inputs[v] = self._inputs(further[:, v - 1])
                     answers.append(self._run(inputs[v][:, :, ::-1] if mirrored else inputs[v]))
-                out[todo] = np.mean(answers, axis=0)
+                w = alone[todo, None]
+                out[todo] = w * out[todo] + (1 - w) * np.mean(answers, axis=0)
         return out
 
     def _inputs(self, faces: np.ndarray) -> np.ndarray:

@@ -50,20 +50,20 @@ def test_shipped_model_accuracy_on_fixed_val_subset(shipped, data_dir):
 
 
 # (val/ file, label, probabilities) of the shipped model through edgeemo.Classifier(detector="none"),
-# recorded when the model was shipped. A change in how a pre-cropped picture becomes the model's input
+# recorded when the model was shipped, again when the averaging rule became soft (runtime.SOFT_MARGIN). A change in how a pre-cropped picture becomes the model's input
 # (the whole picture, its central fraction and further views, gray conversion, resizing) moves these
 # probabilities.
 GOLDEN = [
     ('angry/PublicTest_10116449.jpg', 'neutral', {"angry": 0.1992, "disgust": 0.0241, "fear": 0.1289, "happy": 0.0059, "sad": 0.2891, "surprise": 0.0267, "neutral": 0.3249}),
     ('angry/PublicTest_10813312.jpg', 'angry', {"angry": 0.6693, "disgust": 0.0801, "fear": 0.0286, "happy": 0.015, "sad": 0.1309, "surprise": 0.0137, "neutral": 0.0625}),
     ('disgust/PublicTest_11387162.jpg', 'disgust', {"angry": 0.0, "disgust": 0.9961, "fear": 0.0, "happy": 0.0, "sad": 0.0, "surprise": 0.0, "neutral": 0.0}),
-    ('disgust/PublicTest_1145545.jpg', 'disgust', {"angry": 0.3301, "disgust": 0.6263, "fear": 0.0072, "happy": 0.0065, "sad": 0.0143, "surprise": 0.0111, "neutral": 0.0039}),
+    ('disgust/PublicTest_1145545.jpg', 'disgust', {"angry": 0.3637, "disgust": 0.5928, "fear": 0.0072, "happy": 0.0067, "sad": 0.014, "surprise": 0.0112, "neutral": 0.0039}),
     ('fear/PublicTest_10150476.jpg', 'fear', {"angry": 0.0885, "disgust": 0.0182, "fear": 0.3555, "happy": 0.0234, "sad": 0.2057, "surprise": 0.0378, "neutral": 0.2702}),
     ('fear/PublicTest_10434403.jpg', 'neutral', {"angry": 0.0527, "disgust": 0.0202, "fear": 0.0664, "happy": 0.0326, "sad": 0.2578, "surprise": 0.0645, "neutral": 0.5052}),
     ('happy/PublicTest_10130075.jpg', 'happy', {"angry": 0.0117, "disgust": 0.0156, "fear": 0.0117, "happy": 0.8594, "sad": 0.0156, "surprise": 0.0195, "neutral": 0.0703}),
     ('happy/PublicTest_10181609.jpg', 'happy', {"angry": 0.0273, "disgust": 0.0117, "fear": 0.0117, "happy": 0.8594, "sad": 0.0156, "surprise": 0.0156, "neutral": 0.0586}),
     ('sad/PublicTest_10404299.jpg', 'angry', {"angry": 0.2969, "disgust": 0.0143, "fear": 0.2344, "happy": 0.015, "sad": 0.276, "surprise": 0.0306, "neutral": 0.1335}),
-    ('sad/PublicTest_10760798.jpg', 'angry', {"angry": 0.3548, "disgust": 0.0137, "fear": 0.2083, "happy": 0.0566, "sad": 0.1699, "surprise": 0.0391, "neutral": 0.1576}),
+    ('sad/PublicTest_10760798.jpg', 'angry', {"angry": 0.3851, "disgust": 0.0129, "fear": 0.1965, "happy": 0.0516, "sad": 0.1723, "surprise": 0.0348, "neutral": 0.1468}),
     ('surprise/PublicTest_10709121.jpg', 'surprise', {"angry": 0.0156, "disgust": 0.0117, "fear": 0.0156, "happy": 0.0117, "sad": 0.0117, "surprise": 0.9141, "neutral": 0.0195}),
     ('surprise/PublicTest_10754294.jpg', 'sad', {"angry": 0.2064, "disgust": 0.0221, "fear": 0.2298, "happy": 0.0312, "sad": 0.388, "surprise": 0.0833, "neutral": 0.0391}),
     ('neutral/PublicTest_10014592.jpg', 'sad', {"angry": 0.0944, "disgust": 0.0137, "fear": 0.1621, "happy": 0.0514, "sad": 0.3574, "surprise": 0.0723, "neutral": 0.2474}),

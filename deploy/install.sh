@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install edgeemo as a systemd service on a 64-bit Raspberry Pi OS / Debian device, or remove it.
+# Install edgeemo as a systemd service on a Raspberry Pi OS / Debian device (64-bit, or 32-bit ARM), or remove it.
 # Run `deploy/install.sh --help` for the options. Safe to run again: it changes only what differs.
 set -euo pipefail
 
@@ -15,6 +15,10 @@ Installs:  /opt/edgeemo/venv                   a virtual environment with the ed
            /etc/systemd/system/edgeemo.service, edgeemo-camera.service, edgeemo@.service
            /var/lib/edgeemo/inbox              drop photos here (group edgeemo may write)
            user and group edgeemo; the service is enabled and (re)started.
+On 32-bit Raspberry Pi OS (armv7l) the venv takes apt's python3-opencv, python3-numpy and opencv-data
+(installed when missing) through --system-site-packages, and pip takes tflite-runtime.
+Without a running systemd (a chroot, an image build, a container) the units are installed and enabled
+where systemctl can do that offline; what needs systemd running is skipped and listed at the end.
 
 Options:
   --camera           enable edgeemo-camera.service (settings /etc/edgeemo/edgeemo-camera.toml) instead
@@ -100,6 +104,24 @@ system() {                                         # change the running system: 
     fi
 }
 
+SKIPPED=()
+systemd_running() { [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; }
+
+service() {                                        # systemctl ARGS: what can be done without systemd running
+    if [[ -n $DESTDIR ]]; then system systemctl "$@"; return; fi
+    if systemd_running; then run systemctl "$@"; return; fi
+    local verb=$1 args=() a now=0
+    shift
+    for a in "$@"; do if [[ $a == --now ]]; then now=1; else args+=("$a"); fi; done
+    if [[ ($verb == enable || $verb == disable) ]] && command -v systemctl >/dev/null; then
+        # enable and disable only make or remove symlinks, which systemctl does offline; --now needs systemd
+        run systemctl "$verb" "${args[@]}"
+        if [[ $now -eq 1 ]]; then SKIPPED+=("systemctl stop ${args[*]}"); fi
+    else
+        SKIPPED+=("systemctl $verb${args[*]:+ ${args[*]}}")
+    fi
+}
+
 install_file() {                                   # SRC DEST MODE: copy if the content differs
     local src=$1 dest=$2 mode=$3
     if [[ -f $dest ]] && cmp -s "$src" "$dest"; then
@@ -155,14 +177,23 @@ config_needs() {                                   # VENV: what the main unit's 
     fi
 }
 
+ARM32=0
+PIP_ARCH=()                                        # how pip is run: under setarch linux32 on a 64-bit kernel
 check_platform() {
     local arch
     arch="$(uname -m)"
     case "$arch" in
-        aarch64|x86_64) ;;
-        armv7l|armv6l) die "this is a 32-bit system ($arch); edgeemo needs 64-bit Raspberry Pi OS or Debian (its TFLite runtime has no 32-bit ARM build)" ;;
+        x86_64) ;;
+        aarch64)
+            # 32-bit Raspberry Pi OS on a 64-bit kernel: pip's markers would see aarch64; linux32 shows armv8l
+            if [[ $(getconf LONG_BIT 2>/dev/null) == 32 ]]; then ARM32=1; PIP_ARCH=(setarch linux32); fi ;;
+        armv7l|armv8l) ARM32=1 ;;
+        armv6l) die "this is an ARMv6 system (Raspberry Pi 1 or Zero); no TFLite runtime is built for it: use a Pi Zero 2, 3, 4 or 5" ;;
         *) say "warning: untested architecture $arch" ;;
     esac
+    if [[ $ARM32 -eq 1 ]]; then
+        say "32-bit ARM: the venv uses apt's python3-opencv and python3-numpy (--system-site-packages) and tflite-runtime"
+    fi
     [[ -f /etc/debian_version ]] || say "warning: not a Debian-based system; the user and apt steps may need changes"
     command -v "$PYTHON" >/dev/null || die "$PYTHON not found; install Python 3.10 or later (sudo apt install python3 python3-venv) or pass --python"
     "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
@@ -195,8 +226,18 @@ do_install() {
         fi
     fi
 
+    if [[ $ARM32 -eq 1 ]]; then
+        # no PyPI OpenCV or numpy<2 wheel for 32-bit ARM: Debian's, and the Haar cascades of opencv-data
+        if "$PYTHON" -c 'import cv2, numpy' 2>/dev/null \
+                && [[ -e /usr/share/opencv4/haarcascades/haarcascade_frontalface_default.xml ]]; then
+            say "python3-opencv and opencv-data are installed"
+        else
+            system apt-get install -y python3-opencv python3-numpy opencv-data
+        fi
+    fi
+
     local site=false
-    if [[ $PICAMERA2 -eq 1 ]]; then site=true; fi
+    if [[ $PICAMERA2 -eq 1 || $ARM32 -eq 1 ]]; then site=true; fi
     if [[ -x $venv_dir/bin/python ]]; then
         say "venv exists: $venv_dir"
         if ! grep -q "^include-system-site-packages = $site\$" "$venv_dir/pyvenv.cfg"; then
@@ -213,7 +254,7 @@ do_install() {
         local spec=${PACKAGE:-$SRC_DIR}
         [[ -n $PACKAGE || -f $SRC_DIR/pyproject.toml ]] || die "no package to install: pass --package SPEC"
         # the device package only: no [train] extra, so no TensorFlow
-        run "$venv_dir/bin/python" -m pip install --disable-pip-version-check --upgrade "$spec"
+        run "${PIP_ARCH[@]}" "$venv_dir/bin/python" -m pip install --disable-pip-version-check --upgrade "$spec"
         if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
             run "$venv_dir/bin/python" -m pip install --disable-pip-version-check "tomli>=2"   # TOML on 3.10
         fi
@@ -235,11 +276,12 @@ sys.exit("TensorFlow is importable in the venv; the device needs only edgeemo it
     done
     config_needs "$venv_dir"
 
-    system systemctl daemon-reload
-    system systemctl enable "$MAIN_UNIT"
+    service daemon-reload
+    service enable "$MAIN_UNIT"
     if [[ $NO_START -eq 0 ]]; then
-        system systemctl restart "$MAIN_UNIT"
+        service restart "$MAIN_UNIT"
     fi
+    report_skipped
     if [[ $CAMERA -eq 1 ]]; then
         say "done: edgeemo-camera classifies frames into $STATE/camera; settings $ETC/edgeemo-camera.toml"
         say "logs: journalctl -u edgeemo-camera -f"
@@ -249,16 +291,24 @@ sys.exit("TensorFlow is importable in the venv; the device needs only edgeemo it
     fi
 }
 
+report_skipped() {
+    ((${#SKIPPED[@]})) || return 0
+    say "systemd is not running here (a chroot, an image build or a container), so these were skipped;"
+    say "the installed units take effect at the next boot, or run them once systemd runs:"
+    local step
+    for step in "${SKIPPED[@]}"; do say "  skipped: $step"; done
+}
+
 do_uninstall() {
     local u link name
     for u in edgeemo.service edgeemo-camera.service; do
-        if [[ -z $DESTDIR ]] && ! systemctl cat "$u" >/dev/null 2>&1; then continue; fi
-        system systemctl disable --now "$u"
+        if [[ -z $DESTDIR && ! -e $(root "$UNITDIR/$u") ]]; then continue; fi
+        service disable --now "$u"
     done
     for link in "$(root "$UNITDIR")"/*.wants/edgeemo@*.service; do
         [[ -e $link || -L $link ]] || continue
         name="$(basename "$link")"
-        system systemctl disable --now "$name"
+        service disable --now "$name"
     done
     for u in "${UNITS[@]}"; do
         if [[ -e $(root "$UNITDIR/$u") ]]; then
@@ -271,7 +321,7 @@ do_uninstall() {
             run rmdir --ignore-fail-on-non-empty "$(root "$UNITDIR/$u.d")"
         fi
     done
-    system systemctl daemon-reload
+    service daemon-reload
     if [[ -e $(root "$PREFIX") ]]; then
         run rm -rf "$(root "$PREFIX")"
         did removed "$(root "$PREFIX")"
@@ -289,6 +339,7 @@ do_uninstall() {
         say "kept the settings in $(root "$ETC") and the data in $(root "$STATE") (inbox, done, failed," \
             "results) and the user $SERVICE_USER; --uninstall --purge removes them"
     fi
+    report_skipped
 }
 
 if [[ -z $DESTDIR && $DRY_RUN -eq 0 && $EUID -ne 0 ]]; then

@@ -15,7 +15,7 @@
 #   EDGEEMO_DATA         the data folder (default: ../shared/data beside the checkout)
 #   EDGEEMO_PI_OS_OUT    where the records and the comparison go (default /tmp/edgeemo-pi-os/ARCH)
 #   EDGEEMO_X86_PYTHON   the x86 Python with edgeemo installed (default: the checkout's .venv)
-#   EDGEEMO_PI_OS_FACES  FER2013 val/ faces per class to compare (default 15)
+#   EDGEEMO_PI_OS_FACES  FER2013 val/ faces per class to compare (default 30)
 #
 # Two emulation artifacts are worked around here; neither is a product bug:
 #   - qemu-user shows the host's x86 /proc/cpuinfo, on which LiteRT's arm64 CPU probe crashes:
@@ -41,7 +41,7 @@ cache=${EDGEEMO_PI_OS_CACHE:-/var/cache/edgeemo-pi-os}
 data=${EDGEEMO_DATA:-$repo/../shared/data}
 out=${EDGEEMO_PI_OS_OUT:-/tmp/edgeemo-pi-os/$arch}
 x86py=${EDGEEMO_X86_PYTHON:-$repo/.venv/bin/python}
-per_class=${EDGEEMO_PI_OS_FACES:-15}
+per_class=${EDGEEMO_PI_OS_FACES:-30}
 root=$cache/bookworm-$arch
 mirror=http://deb.debian.org/debian
 
@@ -92,3 +92,86 @@ if [[ ! -e $root/.edgeemo-built ]]; then
 fi
 copy_qemu "$root"
 ((build_only)) && exit 0
+
+# --- the checkout, the data and the mounts -----------------------------------------------------
+[[ -d $data/scenes && -d $data/fer2013/val ]] || { echo "$0: $data has no scenes/ or fer2013/val/ (set EDGEEMO_DATA)" >&2; exit 2; }
+[[ -x $x86py ]] || { echo "$0: $x86py not found: make the checkout's venv (README) or set EDGEEMO_X86_PYTHON" >&2; exit 2; }
+mounted=()
+cleanup() {
+    local i
+    for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do umount -l "${mounted[i]}" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+bind() {  # SRC DEST [ro]
+    if [[ -f $1 ]]; then [[ -e $2 ]] || touch "$2"; else mkdir -p "$2"; fi
+    mount --bind "$1" "$2"; mounted+=("$2")
+    [[ ${3:-} == ro ]] && mount -o remount,bind,ro "$2"
+    return 0
+}
+mount -t proc proc "$root/proc"; mounted+=("$root/proc")
+bind "$here/pi-os/cpuinfo-pi4-$arch" "$root/proc/cpuinfo"
+bind /dev "$root/dev"
+bind "$data" "$root/root/shared/data" ro
+cp /etc/resolv.conf "$root/etc/resolv.conf"
+# this machine's CA bundle, for pip inside the root: a network whose TLS proxy has its own CA needs it
+cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/host-ca-certificates.crt"
+
+# the checkout as a clone has it (tracked files and new ones git does not ignore), at /root/edgeemo, so that
+# the README's ../shared/data is the data
+rm -rf "$root/root/edgeemo" "$root/root/faces" "$root/root/out"
+mkdir -p "$root/root/edgeemo" "$root/root/faces" "$root/root/out"
+(cd "$repo" && git ls-files -co --exclude-standard -z | xargs -0 tar -cf - 2>/dev/null) | tar -xf - -C "$root/root/edgeemo"
+# FER2013 val/ faces, the first per_class of each class, flat and uniquely named
+for d in "$data"/fer2013/val/*/; do
+    c=$(basename "$d")
+    mapfile -t files < <(find "$d" -maxdepth 1 -name '*.jpg' | sort)
+    for f in "${files[@]:0:per_class}"; do cp "$f" "$root/root/faces/${c}__$(basename "$f")"; done
+done
+rm -rf "$out"; mkdir -p "$out"
+
+# --- inside the emulated Pi OS ----------------------------------------------------------------
+if [[ $arch == arm64 ]]; then
+    install_cmd=$(grep -m1 '^    python3 -m venv .venv && .venv/bin/pip install \. ' "$repo/README.md")
+else
+    install_cmd=$(grep -m1 -e '--system-site-packages .venv' "$repo/docs/raspberry-pi.md")
+fi
+[[ -n $install_cmd ]] || { echo "$0: the install command was not found in the README or docs/raspberry-pi.md" >&2; exit 1; }
+install_cmd=${install_cmd#    }
+say "install and classify, as documented: $install_cmd"
+cat >"$root/root/steps.sh" <<STEPS
+set -euo pipefail
+sudo() { "\$@"; }                      # the documented commands say sudo; here we are root already
+cd /root/edgeemo
+rm -rf .venv results
+echo "== uname -m: \$(uname -m); \$(python3 -V)"
+start=\$(date +%s)
+$install_cmd || { echo "== FAILED: the documented command exited with status \$?"; exit 1; }
+echo "== installed and classified in \$((\$(date +%s) - start)) s (emulated: times mean nothing)"
+cp results/results.jsonl /root/out/scenes.jsonl
+.venv/bin/edgeemo classify /root/faces --detector none --out /root/out/faces
+.venv/bin/edgeemo info
+.venv/bin/python -c 'import cv2, edgeemo.runtime as r, edgeemo.detect as d; det = d.make_detector("auto"); print("== OpenCV", cv2.__version__, "| runtime", r.interpreter_class()[0], "| detector", det.name, getattr(det, "engine", ""), det.model_path)'
+echo "== deploy/install.sh in a root without systemd"
+deploy/install.sh --no-start
+test -x /opt/edgeemo/venv/bin/edgeemo && /opt/edgeemo/venv/bin/edgeemo info | head -3
+ls /etc/systemd/system/edgeemo*.service
+STEPS
+env -i HOME=/root LANG=C.UTF-8 TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    QEMU_CPU="$qcpu" PIP_CERT=/etc/ssl/host-ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    chroot "$root" /bin/bash /root/steps.sh 2>&1 | tee "$out/pi-os.log"
+cp "$root/root/out/scenes.jsonl" "$out/$arch-scenes.jsonl"
+cp "$root/root/out/faces/results.jsonl" "$out/$arch-faces.jsonl"
+
+# --- the same on this machine, and the comparison ---------------------------------------------
+bin=$(dirname "$x86py")
+"$bin/edgeemo" classify "$data/scenes" --out "$out/x86-scenes" >/dev/null 2>&1 || true
+"$bin/edgeemo" classify "$root/root/faces" --detector none --out "$out/x86-faces" >/dev/null 2>&1 || true
+status=0
+say "scenes (detector out of the box), x86 against $arch:"
+"$x86py" "$here/pi-os/compare.py" "$out/x86-scenes/results.jsonl" "$out/$arch-scenes.jsonl" --faces \
+    --truth "$data/scenes/training.xml" | tee "$out/compare-scenes.txt" || status=1
+say "FER2013 val/ faces (--detector none), x86 against $arch:"
+"$x86py" "$here/pi-os/compare.py" "$out/x86-faces/results.jsonl" "$out/$arch-faces.jsonl" \
+    | tee "$out/compare-faces.txt" || status=1
+say "records and logs in $out; $([[ $status == 0 ]] && echo PASSED || echo FAILED)"
+exit $status

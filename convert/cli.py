@@ -12,8 +12,9 @@ from typing import List, Optional
 
 import typer
 
-from edgeemo.cli import DETECTOR_HELP, _fail
-from edgeemo.errors import EdgeemoError
+from edgeemo.cli import DETECTOR_HELP
+
+from .errors import MissingExtra, WorkstationError
 
 
 def register(app: typer.Typer) -> None:
@@ -25,8 +26,7 @@ def _convert_module(name: str):
     import importlib
     import importlib.util
     if importlib.util.find_spec("tensorflow") is None:
-        _fail("this command needs TensorFlow, which is not installed here. "
-              "Install the workstation extra: pip install 'edgeemo[train]'")
+        raise MissingExtra()
     return importlib.import_module(f"edgeemo_convert.{name}")
 
 
@@ -136,7 +136,7 @@ def study(
                                       detector_model=str(detector_model) if detector_model else None)
         result = study_mod.run_study(data, out, opts, echo=lambda s: typer.echo(s, err=True))
     except ValueError as exc:         # a bad option value found by the study
-        _fail(str(exc))
+        raise WorkstationError(str(exc)) from None
     typer.echo(study_mod.markdown_table(result))
     typer.echo(f"wrote {out / 'study.json'} and {out / 'study.md'}", err=True)
 
@@ -166,8 +166,8 @@ def evaluate(
     try:
         rep = evaluation.evaluate(model, data, dataset, split, detector, detector_model, limit, out, threads,
                                   passes)
-    except (FileNotFoundError, ValueError, EdgeemoError) as exc:
-        _fail(str(exc))
+    except (FileNotFoundError, ValueError) as exc:
+        raise WorkstationError(str(exc)) from None
     typer.echo(json.dumps({k: rep[k] for k in ("n", "accuracy", "macro_f1", "passes_per_face", "macs_per_face")
                            if k in rep} |
                           {"per_class_f1": {k: v["f1"] for k, v in rep["per_class"].items()}}, indent=1))
@@ -213,5 +213,5 @@ def convert(
                             echo=lambda s: typer.echo(s, err=True), detector=detector, detector_model=detector_model,
                             flip_average=flip_average, face_fraction=face_fraction, view_fractions=views)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        raise WorkstationError(str(exc)) from None
     typer.echo(json.dumps(rep, indent=1))

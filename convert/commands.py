@@ -10,6 +10,7 @@ import numpy as np
 
 
 from . import archs, datasets, metrics, prepare
+from .errors import DataSetError, OptionError
 from .train import TrainConfig, finish_run, fit
 
 log = logging.getLogger("edgeemo.convert")
@@ -50,14 +51,14 @@ def train(data, dataset: str, out, cfg: TrainConfig, val_fraction: float = 0.15,
           resume: bool = False, detector: str = "auto", detector_model=None, echo=print) -> dict:
     recipe = archs.RECIPES[cfg.arch] if cfg.arch in archs.RECIPES else None
     if recipe is None:
-        raise SystemExit(f"unknown architecture {cfg.arch!r}; choose one of {', '.join(archs.RECIPES)}")
+        raise OptionError(f"unknown architecture {cfg.arch!r}; choose one of {', '.join(archs.RECIPES)}")
     if cv and cv != "loso" and not cv.isdigit():
-        raise SystemExit(f"--cv takes a number of folds or 'loso', not {cv!r}")
+        raise OptionError(f"--cv takes a number of folds or 'loso', not {cv!r}")
     size, ch = cfg.input_size or recipe.input_size, cfg.channels or recipe.channels
     crop_trained = cfg.arch in archs.CROP_TRAINED
     if crop_trained and cfg.blur():
-        raise SystemExit(f"--blur is for the 48x48 recipes trained on blurred pictures; {cfg.arch} is trained "
-                         f"on sharp faces: drop --blur or choose --arch edge24")
+        raise OptionError(f"--blur is for the 48x48 recipes trained on blurred pictures; {cfg.arch} is trained "
+                           f"on sharp faces: drop --blur or choose --arch edge24")
     # Crop-trained recipes cut each training face at random from a larger source picture.
     fs, x = load_inputs(data, dataset, max(size, archs.SOURCE_SIZE) if crop_trained else size, ch, detector,
                         detector_model)
@@ -67,8 +68,8 @@ def train(data, dataset: str, out, cfg: TrainConfig, val_fraction: float = 0.15,
         return cross_validate(fs, x, cfg, cv, out, dataset, echo)
     tr, va = prepare.holdout_split(fs, val_fraction, cfg.seed)
     if len(va) == 0 or len(tr) == 0:
-        raise SystemExit(f"{data}: cannot make both a training and a validation split from {len(fs)} images "
-                         f"({len(tr)} / {len(va)}); add images (or people), or change --val-split")
+        raise DataSetError(f"{data}: cannot make both a training and a validation split from {len(fs)} images "
+                            f"({len(tr)} / {len(va)}); add images (or people), or change --val-split")
     echo(f"training on {len(tr)} images, validating on {len(va)}"
          + (" (people kept apart)" if fs.has_subjects() and "train" not in set(fs.splits) else ""))
     check_sharpness(fs, tr, va, cfg, echo)
@@ -126,15 +127,15 @@ def cv_folds(fs, cv: str, seed: int) -> list[tuple[str, np.ndarray, np.ndarray]]
     """(name, train indices, test indices) for ``--cv K`` or ``--cv loso``."""
     if cv == "loso":
         if not fs.has_subjects():
-            raise SystemExit(f"--cv loso needs the person of every image, and this {fs.name or 'data'} set does "
-                             f"not name them (JAFFE and CK+ file names do); use --cv K instead")
+            raise DataSetError(f"--cv loso needs the person of every image, and this {fs.name or 'data'} set does "
+                                f"not name them (JAFFE and CK+ file names do); use --cv K instead")
         return [(f"subject {s}", tr, te) for s, tr, te in prepare.leave_one_subject_out(fs.subjects)]
     try:
         k = int(cv)
     except ValueError:
-        raise SystemExit(f"--cv takes a number of folds or 'loso', not {cv!r}") from None
+        raise OptionError(f"--cv takes a number of folds or 'loso', not {cv!r}") from None
     if not 2 <= k <= len(fs):
-        raise SystemExit(f"--cv {k}: the number of folds must be between 2 and the {len(fs)} images")
+        raise OptionError(f"--cv {k}: the number of folds must be between 2 and the {len(fs)} images")
     return [(f"fold {i + 1}", tr, te) for i, (tr, te) in enumerate(prepare.kfold(fs.labels, k, seed))]
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from edgeemo.labels import LABELS
 
 from . import archs, augment
+from .errors import LayersDoNotFit, ModelFileError
 
 DEFAULTS = {"weight_decay": 5e-4, "warmup_epochs": 2, "ema_decay": 0.999, "class_weight_power": 0.3,
             "lr": 0.05, "batch_size": 128, "kd_alpha": 0.7, "kd_temperature": 2.0}
@@ -42,11 +43,11 @@ def load_trained(path, option: str):
     import keras
     path = Path(path)
     if not path.is_file():
-        raise SystemExit(f"{option} {path}: no such model file (give a run folder's model.keras)")
+        raise ModelFileError(f"{option} {path}: no such model file (give a run folder's model.keras)")
     try:
         return keras.models.load_model(path)
     except Exception as exc:   # noqa: BLE001 - any unreadable file gets the same clear message
-        raise SystemExit(f"{option} {path}: not a Keras model this version can load ({exc})") from exc
+        raise ModelFileError(f"{option} {path}: not a Keras model this version can load ({exc})") from exc
 
 
 def load_start(path, arch: str, x_tr: np.ndarray, size: int, seed: int):
@@ -70,8 +71,8 @@ def load_teacher(path, size: int, channels: int, x_tr: np.ndarray, seed: int):
     else:
         teacher = load_trained(path, "--teacher")
     if tuple(teacher.input_shape[1:]) != (size, size, channels):
-        raise SystemExit(f"--teacher {path}: it takes {teacher.input_shape[1:]} inputs, the student "
-                         f"{(size, size, channels)}; train the student at the teacher's input size")
+        raise ModelFileError(f"--teacher {path}: it takes {teacher.input_shape[1:]} inputs, the student "
+                              f"{(size, size, channels)}; train the student at the teacher's input size")
     shapes = [tuple(v.shape) for v in teacher.weights]
     for name in sorted(archs.CROP_TRAINED):
         twin = archs.build(name, teacher.output_shape[-1], size, channels, for_training=True)
@@ -89,11 +90,10 @@ def _recovered(path, size: int, x_tr: np.ndarray, seed: int):
     for name in sorted(archs.RES40):
         try:
             return float_model(path, name, faces, option="--teacher")
-        except SystemExit as exc:
-            if "do not fit" not in str(exc):
-                raise
-    raise SystemExit(f"--teacher {path}: its layers fit none of the res40-type recipes "
-                     f"({', '.join(sorted(archs.RES40))}); give a run folder's model.keras instead")
+        except LayersDoNotFit:
+            pass
+    raise ModelFileError(f"--teacher {path}: its layers fit none of the res40-type recipes "
+                          f"({', '.join(sorted(archs.RES40))}); give a run folder's model.keras instead")
 
 
 def class_weights(labels: np.ndarray, power: float, n: int = len(LABELS)) -> np.ndarray:
@@ -223,8 +223,8 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
         if ex.get("init"):
             start = load_start(ex["init"], cfg.arch, x_tr, size, cfg.seed)
             if [tuple(v.shape) for v in start.weights] != [tuple(v.shape) for v in model.weights]:
-                raise SystemExit(f"--init {ex['init']}: its weights do not fit the {cfg.arch} recipe "
-                                 f"(give a model.keras trained with --arch {cfg.arch})")
+                raise ModelFileError(f"--init {ex['init']}: its weights do not fit the {cfg.arch} recipe "
+                                      f"(give a model.keras trained with --arch {cfg.arch})")
             weights = start.get_weights()
             model.set_weights(weights)
             ema.set_weights(weights)

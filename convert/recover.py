@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import archs
+from .errors import LayersDoNotFit, ModelFileError
 
 EPSILON = 1e-3          # Keras' BatchNormalization default, which the recipes use
 
@@ -29,9 +30,9 @@ def float_model(path, arch: str, faces: np.ndarray, option: str = "--init", num_
     layers_of_file = _weights(path, option)
     model = archs.build(arch, num_classes, faces.shape[1], faces.shape[3])
     layers = [lay for lay in model.layers if type(lay).__name__ in ("Conv2D", "Dense")]
-    mismatch = SystemExit(f"{option} {path}: its layers do not fit the {arch} recipe ({len(layers_of_file)} "
-                          f"convolution and dense layers, the recipe has {len(layers)}; give the --arch it was "
-                          f"trained with)")
+    mismatch = LayersDoNotFit(f"{option} {path}: its layers do not fit the {arch} recipe ({len(layers_of_file)} "
+                               f"convolution and dense layers, the recipe has {len(layers)}; give the --arch it was "
+                               f"trained with)")
     if len(layers) != len(layers_of_file):
         raise mismatch
     # Keras lists layers in its own topological order (a block's 3x3 convolution may come before its 1x1
@@ -65,13 +66,13 @@ def _weights(path: Path, option: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """[(kernel, bias)] of each CONV_2D and FULLY_CONNECTED op, in the file's order, as float32."""
     from edgeemo.runtime import interpreter_class
     if not path.is_file():
-        raise SystemExit(f"{option} {path}: no such model file")
+        raise ModelFileError(f"{option} {path}: no such model file")
     try:
         interp = interpreter_class()[1](model_path=str(path))
         interp.allocate_tensors()
         ops = interp._get_ops_details()     # the runtime's only listing of ops and their weight tensors
     except Exception as exc:   # noqa: BLE001 - any unreadable file gets the same clear message
-        raise SystemExit(f"{option} {path}: not a TFLite model this runtime can read ({exc})") from exc
+        raise ModelFileError(f"{option} {path}: not a TFLite model this runtime can read ({exc})") from exc
     details = {t["index"]: t for t in interp.get_tensor_details()}
 
     def value(i):

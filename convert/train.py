@@ -24,6 +24,7 @@ import numpy as np
 from edgeemo.labels import LABELS
 
 from . import archs, metrics, plots
+from .errors import MissingExtra
 
 log = logging.getLogger("edgeemo.convert")
 
@@ -64,8 +65,7 @@ def _tf():
         import tensorflow as tf
         import keras
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise SystemExit("edgeemo: training needs TensorFlow, which is not installed.\n"
-                         "  Install the workstation extra:  pip install 'edgeemo[train]'") from exc
+        raise MissingExtra("training") from exc
     return tf, keras
 
 

@@ -150,7 +150,7 @@ echo "== installed and classified in \$((\$(date +%s) - start)) s (emulated: tim
 cp results/results.jsonl /root/out/scenes.jsonl
 .venv/bin/edgeemo classify /root/faces --detector none --out /root/out/faces
 .venv/bin/edgeemo info
-.venv/bin/python -c 'import cv2, edgeemo.runtime as r, edgeemo.detect as d; det = d.make_detector("auto"); print("== OpenCV", cv2.__version__, "| runtime", r.interpreter_class()[0], "| detector", det.name, getattr(det, "engine", ""), det.model_path)'
+(cd / && /root/edgeemo/.venv/bin/python -c 'import cv2, edgeemo.runtime as r, edgeemo.detect as d; det = d.make_detector("auto"); print("== OpenCV", cv2.__version__, "| runtime", r.interpreter_class()[0], "| detector", det.name, getattr(det, "engine", ""), det.model_path)')
 echo "== deploy/install.sh in a root without systemd"
 deploy/install.sh --no-start
 test -x /opt/edgeemo/venv/bin/edgeemo && /opt/edgeemo/venv/bin/edgeemo info | head -3

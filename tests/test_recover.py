@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edgeemo.labels import LABELS
+from edgeemo_convert.errors import ModelFileError
 
 pytestmark = pytest.mark.train
 
@@ -79,13 +80,13 @@ def test_a_file_of_another_recipe_or_no_model_is_refused(shipped, tmp_path):
     pytest.importorskip("tensorflow", reason="needs the [train] extra")
     from edgeemo_convert.recover import float_model
     faces = np.zeros((4, 40, 40, 1), np.uint8)
-    with pytest.raises(SystemExit, match="its layers do not fit the res40 recipe"):
+    with pytest.raises(ModelFileError, match="its layers do not fit the res40 recipe"):
         float_model(shipped.path, "res40", faces)
     junk = tmp_path / "junk.tflite"
     junk.write_bytes(b"not a model")
-    with pytest.raises(SystemExit, match="junk.tflite: not a TFLite model"):
+    with pytest.raises(ModelFileError, match="junk.tflite: not a TFLite model"):
         float_model(junk, "res40d", faces)
-    with pytest.raises(SystemExit, match="nope.tflite: no such model file"):
+    with pytest.raises(ModelFileError, match="nope.tflite: no such model file"):
         float_model(tmp_path / "nope.tflite", "res40d", faces)
 
 

@@ -128,10 +128,32 @@ def test_cv_loso_on_jaffe_keeps_people_apart(tmp_path):
 def test_cv_loso_without_subjects_is_refused(fer, tmp_path):
     res = cli("train", "--data", fer, "--dataset", "fer2013", "--arch", "tiny", "--epochs", 1, "--cv", "loso",
               "--out", tmp_path / "x", ok=False)
-    assert res.exit_code != 0
-    assert "--cv loso needs the person of every image" in res.output
+    # workstation errors are typed (edgeemo_convert.errors) and the CLI says them once, as the device's
+    assert res.exit_code == 1
+    assert "edgeemo: error: --cv loso needs the person of every image" in res.output
+    assert "Traceback" not in res.output
     res = cli("train", "--data", fer, "--arch", "tiny", "--cv", "five", "--out", tmp_path / "y", ok=False)
-    assert res.exit_code != 0 and "--cv takes a number of folds or 'loso'" in res.output
+    assert res.exit_code == 1 and "edgeemo: error: --cv takes a number of folds or 'loso'" in res.output
+
+
+def test_workstation_code_raises_typed_errors_and_uses_no_private_cli_name():
+    """No SystemExit in the workstation's modules outside its CLI, and nothing imports edgeemo.cli's private
+    names: errors are edgeemo_convert.errors' classes, under edgeemo's one base."""
+    import ast
+
+    from edgeemo.errors import EdgeemoError
+    from edgeemo_convert import errors
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "convert").glob("*.py")) + sorted((root / "edgeemo").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith("cli"):
+                assert not any(a.name.startswith("_") for a in node.names), f"{path}: imports a private CLI name"
+            if path.name != "cli.py" and isinstance(node, ast.Name):
+                assert node.id != "SystemExit", f"{path}:{node.lineno}: SystemExit outside a CLI"
+    for cls in (errors.MissingExtra, errors.OptionError, errors.DataSetError, errors.ModelFileError,
+                errors.LayersDoNotFit):
+        assert issubclass(cls, errors.WorkstationError) and issubclass(cls, EdgeemoError)
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
+
+from edgeemo import atomic
 
 from . import archs, datasets, metrics, prepare
 from .errors import DataSetError, OptionError
@@ -169,9 +170,8 @@ def cross_validate(fs, x, cfg: TrainConfig, cv: str, out: Path, dataset: str, ec
             rep = metrics.report(fs.labels[te], pred)
             if key is not None:
                 saved.parent.mkdir(parents=True, exist_ok=True)
-                tmp = saved.with_suffix(".tmp")
-                tmp.write_text(json.dumps({**rep, "fold": name, "key": key, "predictions": pred.tolist()}))
-                os.replace(tmp, saved)
+                atomic.write_json(saved, {**rep, "fold": name, "key": key, "predictions": pred.tolist()},
+                                  indent=None)
         rep = {k: v for k, v in rep.items() if k not in ("key", "predictions")}
         rep["fold"] = name
         fold_reports.append(rep)

@@ -117,6 +117,24 @@ service() {                                        # systemctl ARGS: what can be
         # enable and disable only make or remove symlinks, which systemctl does offline; --now needs systemd
         run systemctl "$verb" "${args[@]}"
         if [[ $now -eq 1 ]]; then SKIPPED+=("systemctl stop ${args[*]}"); fi
+    elif [[ $verb == enable || $verb == disable ]]; then
+        # no systemctl at all (a bare image root): the links systemctl would make, from [Install] WantedBy=
+        local unit file target
+        for unit in "${args[@]}"; do
+            file=$unit
+            [[ $unit == *@?*.* ]] && file="${unit%%@*}@.${unit##*.}"       # an instance: its template's file
+            for target in $(sed -n 's/^WantedBy=//p' "$(root "$UNITDIR/$file")" 2>/dev/null); do
+                if [[ $verb == enable ]]; then
+                    run install -d "$(root "$UNITDIR/$target.wants")"
+                    run ln -sfn "$UNITDIR/$unit" "$(root "$UNITDIR/$target.wants/$unit")"
+                    did linked "$UNITDIR/$target.wants/$unit (what systemctl enable makes)"
+                elif [[ -L $(root "$UNITDIR/$target.wants/$unit") ]]; then
+                    run rm -f "$(root "$UNITDIR/$target.wants/$unit")"
+                    did removed "$UNITDIR/$target.wants/$unit"
+                fi
+            done
+        done
+        if [[ $now -eq 1 ]]; then SKIPPED+=("systemctl stop ${args[*]}"); fi
     else
         SKIPPED+=("systemctl $verb${args[*]:+ ${args[*]}}")
     fi

@@ -152,9 +152,15 @@ cp results/results.jsonl /root/out/scenes.jsonl
 .venv/bin/edgeemo info
 (cd / && /root/edgeemo/.venv/bin/python -c 'import cv2, edgeemo.runtime as r, edgeemo.detect as d; det = d.make_detector("auto"); print("== OpenCV", cv2.__version__, "| runtime", r.interpreter_class()[0], "| detector", det.name, getattr(det, "engine", ""), det.model_path)')
 echo "== deploy/install.sh in a root without systemd"
-deploy/install.sh --no-start
-test -x /opt/edgeemo/venv/bin/edgeemo && /opt/edgeemo/venv/bin/edgeemo info | head -3
-ls /etc/systemd/system/edgeemo*.service
+[[ -e /opt/edgeemo ]] && deploy/install.sh --uninstall --purge >/dev/null     # a run stopped half-way
+deploy/install.sh
+/opt/edgeemo/venv/bin/edgeemo info >/root/out/installed-info.txt
+sed -n 1,3p /root/out/installed-info.txt
+ls -l /etc/systemd/system/edgeemo*.service /etc/systemd/system/multi-user.target.wants/
+echo "== deploy/install.sh --uninstall --purge"
+deploy/install.sh --uninstall --purge
+[[ ! -e /opt/edgeemo && ! -e /etc/systemd/system/edgeemo.service ]]
+echo "== steps done"
 STEPS
 env -i HOME=/root LANG=C.UTF-8 TERM=dumb PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     QEMU_CPU="$qcpu" PIP_CERT=/etc/ssl/host-ca-certificates.crt PIP_DEFAULT_TIMEOUT=180 PIP_DISABLE_PIP_VERSION_CHECK=1 \

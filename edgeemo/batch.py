@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import multiprocessing as mp
 import os
 import signal
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+
+from .jsonl import read as read_jsonl
 
 SORT_LIMIT = 10_000
 CRASH_ENV = "EDGEEMO_TEST_CRASH_ON"      # tests only: a worker exits abruptly on the file of this name
@@ -107,19 +108,14 @@ class Done:
     def load(cls, jsonl: Path, mode: str) -> "Done":
         keys: list[int] = []
         if jsonl.exists():
-            with open(jsonl, "rb") as fh:
-                for line in fh:
-                    try:
-                        rec = json.loads(line)
-                    except ValueError:
-                        continue
-                    if not isinstance(rec, dict) or not rec.get("file"):
-                        continue
-                    if mode == "hash":
-                        if rec.get("sha256"):
-                            keys.append(hash_key(rec["file"], rec["sha256"]))
-                    elif rec.get("size") is not None and rec.get("mtime_ns") is not None:
-                        keys.append(stat_key(rec["file"], rec["size"], rec["mtime_ns"]))
+            for _, rec in read_jsonl(jsonl):
+                if rec is None or not rec.get("file"):
+                    continue
+                if mode == "hash":
+                    if rec.get("sha256"):
+                        keys.append(hash_key(rec["file"], rec["sha256"]))
+                elif rec.get("size") is not None and rec.get("mtime_ns") is not None:
+                    keys.append(stat_key(rec["file"], rec["size"], rec["mtime_ns"]))
         return cls(np.unique(np.array(keys, dtype=np.uint64)), mode)
 
     def __len__(self) -> int:

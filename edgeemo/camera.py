@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import atomic
 from .config import WatchSettings
 from .errors import SetupError
 from .ledger import prepare_folder
@@ -172,9 +172,7 @@ class FrameStore:
             return None
         self._trim(len(data))
         path = self.folder / f"{self.PREFIX}{when:%Y%m%dT%H%M%S}.{when.microsecond // 1000:03d}Z-{seq:06d}.jpg"
-        tmp = path.with_name("." + path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic.write_bytes(path, data, fsync=False)       # a frame is worth no disk flush
         self._files.append((path, len(data)))
         self.total += len(data)
         return path

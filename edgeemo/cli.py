@@ -20,6 +20,7 @@ os.environ.setdefault("TYPER_USE_RICH", "0")
 import typer  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
+from . import atomic  # noqa: E402
 from .errors import EdgeemoError  # noqa: E402
 
 
@@ -469,9 +470,7 @@ def report(
                           warn=lambda m: typer.echo(f"edgeemo: warning: {m}", err=True))
     page = rp.render(fig, tally, [str(p) for p in results])
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
+    atomic.write_text(out, page)
     if as_json:
         as_json.write_text(json.dumps(fig, indent=1) + "\n", encoding="utf-8")
     typer.echo(rp.summary_text(fig))

@@ -16,6 +16,7 @@ import signal
 import threading
 from pathlib import Path
 
+from . import jsonl
 from .errors import SetupError
 from .labels import LABELS
 from .mqtt import Broker, diagnose, make_client, reason_text
@@ -61,10 +62,10 @@ class Collector:
                         self.jsonl_path, len(data) - cut)
             data = data[:cut]
         for line in data.splitlines():
+            rec = jsonl.parse(line)
             try:
-                rec = json.loads(line)
                 seen.add((rec["device"], rec["id"]))
-            except (ValueError, KeyError, TypeError):
+            except (KeyError, TypeError):           # not a record (None), or one without those two
                 continue
         return seen
 

@@ -17,6 +17,7 @@ import stat
 import threading
 from pathlib import Path
 
+from . import atomic
 from .errors import SetupError, StartError
 from .imageio import MAX_FILE_BYTES
 
@@ -187,13 +188,13 @@ class Mover:
                     if not self._same(src, dst):
                         continue
                     if failed and not os.path.lexists(error_file):      # linked, then the crash
-                        write_json_atomic(error_file, {**rec, "moved_to": str(dst)})
+                        atomic.write_json(error_file, {**rec, "moved_to": str(dst)})
                     os.unlink(src)
                     return dst
                 if failed:
                     if os.path.lexists(error_file) and not self._orphan_of(error_file, rec):
                         continue
-                    write_json_atomic(error_file, {**rec, "moved_to": str(dst)})
+                    atomic.write_json(error_file, {**rec, "moved_to": str(dst)})
                 try:
                     os.link(src, dst, follow_symlinks=False)
                 except FileExistsError:
@@ -238,14 +239,6 @@ def _fit(name: str) -> str:
     return os.fsdecode(head + b"~" + digest + tail)
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as fh:     # non-UTF-8 names as \udcff
-        json.dump(data, fh, ensure_ascii=False, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 class Attempts:

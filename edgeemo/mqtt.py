@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 
 from .errors import SetupError
 from .labels import LABELS
-from .ledger import write_json_atomic
+from . import atomic, jsonl
 
 log = logging.getLogger("edgeemo")
 
@@ -220,7 +220,7 @@ class Outbox:
 
     def advance(self, to: int) -> None:
         self.offset = to
-        write_json_atomic(self.path, {"offset": to, "inode": self.inode})
+        atomic.write_json(self.path, {"offset": to, "inode": self.inode})
 
 
 def discovery_configs(prefix: str, device: str, labels=LABELS) -> dict[str, dict]:
@@ -350,9 +350,8 @@ class Publisher:
             return 0
         infos, recs = [], []
         for offset, line in lines:
-            try:
-                rec = json.loads(line)
-            except ValueError:
+            rec = jsonl.parse(line)
+            if rec is None:
                 log.warning("%s: the line at byte %d is not a record; not published", self.outbox.results, offset)
                 continue
             rec = {**rec, "id": message_id(offset, line), "device": self.device}

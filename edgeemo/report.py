@@ -14,7 +14,6 @@ import datetime as dt
 import heapq
 import html
 import io
-import json
 import logging
 import os
 from collections import Counter, defaultdict
@@ -22,6 +21,7 @@ from pathlib import Path
 from string import Template
 from typing import Iterable, Iterator
 
+from . import jsonl
 from .errors import SetupError
 from .labels import LABELS
 
@@ -57,11 +57,8 @@ def read_records(paths: Iterable[Path], counts: Counter, warn=log.warning) -> It
             for n, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
-                try:
-                    rec = json.loads(line)
-                    if not isinstance(rec, dict) or "status" not in rec:
-                        raise ValueError("not a record")
-                except ValueError:
+                rec = jsonl.parse(line)
+                if rec is None or "status" not in rec:
                     counts["malformed"] += 1
                     if counts["malformed"] <= 5:
                         warn(f"{path}, line {n}: not a result record (torn or malformed); skipped")

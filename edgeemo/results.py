@@ -22,6 +22,7 @@ import sys
 import threading
 from pathlib import Path
 
+from . import jsonl
 from .errors import EdgeemoError
 
 log = logging.getLogger("edgeemo")
@@ -267,11 +268,11 @@ class ResultFiles:
         for line in lines[::-1]:
             if not line.strip():
                 continue
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                log.warning("%s: skipped a line that is not valid JSON near the end of the file", self.jsonl_path)
+            rec = jsonl.parse(line)
+            if rec is None:
+                log.warning("%s: skipped a line that is not a JSON record near the end of the file", self.jsonl_path)
                 continue
+            out.append(rec)
             if len(out) == n:
                 break
         return out[::-1]
@@ -334,11 +335,9 @@ class ResultFiles:
         for line in lines:
             if not line.strip():
                 continue
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            name = os.path.basename(rec.get("file") or "") if isinstance(rec, dict) else ""
+            rec = jsonl.parse(line)
+            file = rec.get("file") if rec is not None else None
+            name = os.path.basename(file) if isinstance(file, str) else ""
             if name in names:
                 found[(name, rec.get("sha256"))] = rec
         return found

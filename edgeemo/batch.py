@@ -7,6 +7,8 @@
   order, so the parent always knows which file a worker has in hand: a worker that dies on a file (a
   decoder crash, the OOM killer) costs that file one ``error`` record and is replaced; the file queued
   behind it goes to another worker; the run goes on. Records are written by the parent, in completion order.
+- ``run`` is the whole batch, the function `edgeemo classify` calls: the walk, this process or the pool,
+  the result files, a ``Summary``.
 - ``Done`` is what ``--resume`` skips: the inputs that already have a record in ``results.jsonl``, keyed by
   path, size and mtime (``--resume``) or path and sha256 (``--resume=hash``), held as a sorted array of
   64-bit hashes (8 bytes per record).
@@ -14,20 +16,25 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
+import logging
 import multiprocessing as mp
 import os
 import signal
 import stat
 import time
-from collections import deque
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
+from .errors import EdgeemoError
 from .jsonl import read as read_jsonl
 
+log = logging.getLogger("edgeemo")
 SORT_LIMIT = 10_000
 CRASH_ENV = "EDGEEMO_TEST_CRASH_ON"      # tests only: a worker exits abruptly on the file of this name
 
@@ -202,6 +209,7 @@ class Pool:
 
     def __init__(self, n: int, options, annotate, roots, done: Done | None, depth: int = 2):
         self.ctx = mp.get_context("spawn")     # a fresh interpreter: nothing of the parent's state is shared
+        self.n = n
         self.args = (options, annotate, roots, done)
         self.depth = depth                     # a worker never waits for the parent between two files
         self.workers: list[dict] = []
@@ -306,3 +314,158 @@ class Progress:
     def end(self) -> None:
         self.stream.write("\r" + " " * 79 + "\r")
         self.stream.flush()
+
+
+class BatchError(EdgeemoError):
+    """The batch cannot go on: results not writable, workers that cannot start or keep dying (exit 1)."""
+
+    exit_code = 1
+
+
+@dataclass
+class Summary:
+    """What a batch did: counts by record status and by label, and where it stopped."""
+
+    jobs: int
+    status: Counter = field(default_factory=Counter)
+    labels: Counter = field(default_factory=Counter)
+    faces: int = 0
+    skipped: int = 0                # already recorded (--resume)
+    seconds: float = 0.0
+    result_paths: list = field(default_factory=list)
+    stopped: bool = False           # the caller's stop() said so before the inputs ran out
+    left: int = 0                   # inputs not started when it stopped
+
+    @property
+    def images(self) -> int:
+        return sum(self.status.values())
+
+    def text(self) -> str:
+        n, dt = self.images, self.seconds
+        per_label = ", ".join(f"{k} {v}" for k, v in self.labels.most_common()) or "none"
+        return (f"{n} images in {dt:.1f} s ({n / dt if dt > 0 else 0:.1f} images/s, {self.jobs} "
+                f"process{'es' if self.jobs > 1 else ''}): {self.faces} faces ({per_label}); "
+                f"{self.status['no_face']} without a face; {self.status['unreadable']} unreadable; "
+                f"{self.status['error']} errors"
+                + (f"; {self.skipped} skipped (already recorded)" if self.skipped else "")
+                + (f"; results in {', '.join(map(str, self.result_paths))}" if self.result_paths else ""))
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def run(paths, options, out: Path | None = None, formats=("jsonl",), annotate: Path | None = None,
+        recursive: bool = False, jobs: int | None = None, resume: str | None = None,
+        make_classifier=None, echo=lambda text: None, stop=lambda: False, progress_stream=None) -> Summary:
+    """Classify every input under ``paths``: one record each, to ``out``'s result files (or standard output).
+
+    ``options``: a ``pipeline.ClassifierOptions``. ``jobs``: worker processes (None: the usable cores; 1:
+    this process, in name order). ``resume``: "stat" or "hash", skip inputs already recorded in
+    ``out``/results.jsonl. ``make_classifier(options)`` builds this process's classifier (default
+    ``pipeline.Classifier``); ``echo`` gets messages for the user; ``stop()`` is asked between files, and when
+    it says so the run ends after the records in hand (``Summary.stopped``, ``Summary.left``)."""
+    from .pipeline import Classifier
+    from .results import ResultFiles, StdoutWriter
+    paths = [Path(p) for p in paths]
+    jobs = usable_cores() if jobs is None else jobs
+    done = Done.load(out / "results.jsonl", resume) if resume else None
+    inputs = walk(paths, recursive)
+    first = [p for _, p in zip(range(2), inputs)]
+    if len(first) < 2:
+        jobs = 1                                       # one input: no worker to start
+    inputs = itertools.chain(first, inputs)
+    roots = [p for p in paths if p.is_dir()]
+    # the workers start first: their start-up overlaps the parent's own (a model to label error records)
+    pool = Pool(jobs, options, annotate, roots, done) if jobs > 1 else None
+    try:
+        clf = (make_classifier or Classifier)(options)
+        results = ResultFiles(out, list(formats), clf.labels, repair=resume is not None) if out else \
+            StdoutWriter(formats[0], clf.labels)
+    except BaseException:
+        if pool:
+            pool.close()
+        raise
+    if done is not None:
+        echo(f"edgeemo: resuming: {len(done):,} inputs in {out / 'results.jsonl'} are skipped")
+    summary = Summary(jobs, result_paths=list(results.paths) if out else [])
+    progress = Progress(progress_stream, lambda: count(paths, recursive)) \
+        if progress_stream is not None and len(first) > 1 else None
+
+    def write(rec: dict) -> None:
+        try:
+            results.write(rec)
+        except OSError as exc:
+            raise BatchError(f"cannot write results ({exc}); stopped after {summary.images} images") from None
+        summary.status[rec["status"]] += 1
+        summary.faces += len(rec["faces"])
+        summary.labels.update(f["label"] for f in rec["faces"])
+        if rec["status"] in ("unreadable", "error"):
+            log.warning("%s", rec["error"])
+        if progress:
+            progress.step()
+
+    t0 = time.perf_counter()
+    try:
+        if pool is None:
+            inputs = _run_here(clf, inputs, done, annotate, roots, write, stop, summary)
+        else:
+            inputs = _run_pool(pool, clf, inputs, write, stop, summary)
+    finally:
+        if progress:
+            progress.end()
+        results.close()
+    summary.seconds = time.perf_counter() - t0
+    if stop():
+        summary.stopped, summary.left = True, sum(1 for _ in inputs)
+    return summary
+
+
+def _run_here(clf, inputs, done, annotate, roots, write, stop, summary) -> Iterator[Path]:
+    """One process, in name order; gives back the inputs not started."""
+    for path in inputs:
+        if stop():
+            return itertools.chain([path], inputs)
+        if done is not None and done.has(path):
+            summary.skipped += 1
+            continue
+        write(classify_one(clf, path, annotate, roots))
+    return inputs
+
+
+def _run_pool(pool: "Pool", clf, inputs, write, stop, summary) -> Iterator[Path]:
+    """The worker processes, records in completion order; gives back the inputs not started."""
+    crashes_in_a_row = 0
+    again: list[Path] = []                      # given to a worker that died before starting them
+    try:
+        exhausted = False
+        while True:
+            if not stop() and not exhausted:
+                for w in pool.slots():
+                    nxt = again.pop() if again else next(inputs, None)
+                    if nxt is None:
+                        exhausted = True
+                        break
+                    pool.give(w, nxt)
+            if not pool.busy():
+                break
+            for kind, path, rec in pool.results(0.5):
+                if kind == "again":
+                    again.append(Path(path))
+                    exhausted = False
+                    continue
+                if kind == "fatal":
+                    raise BatchError(f"a worker process could not set up its classifier: {rec}; try --jobs 1")
+                crashes_in_a_row = crashes_in_a_row + 1 if kind == "crash" else 0
+                if kind == "skip":
+                    summary.skipped += 1
+                elif kind == "rec":
+                    write(rec)
+                else:
+                    write(clf.record(path, "error", error=crash_message(path, rec), **source_fields(Path(path))))
+                if crashes_in_a_row > 2 * pool.n + 2:
+                    raise BatchError(f"the worker processes keep dying ({crashes_in_a_row} files in a row; the "
+                                     f"last {crash_message(path, rec)}); is memory short? Try --jobs 1")
+    finally:
+        pool.close()
+    return itertools.chain(again, inputs)

@@ -11,7 +11,6 @@ import os
 import signal
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import List, Optional
 
@@ -134,7 +133,7 @@ def classify(
 ):
     """Classify the faces in images; one record per image (JSON Lines and/or CSV)."""
     from . import batch
-    from .results import ResultFiles, StdoutWriter
+    from .pipeline import ClassifierOptions
 
     formats = _formats(fmt, ["jsonl", "csv"] if out else ["jsonl"])
     if out is None and len(formats) != 1:
@@ -142,125 +141,27 @@ def classify(
     if resume is not None and (resume not in ("stat", "hash") or out is None or "jsonl" not in formats):
         raise typer.BadParameter("--resume (or --resume=hash) needs --out DIR with results.jsonl in it",
                                  param_hint="--resume")
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    jobs = usable if jobs is None else jobs
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise typer.BadParameter(f"{jobs}: at least 1", param_hint="--jobs")
-    from .pipeline import ClassifierOptions
     options = ClassifierOptions(model, detector, detector_model, threads, min_face, max_faces, score_threshold,
                                 passes)
-    done = batch.Done.load(out / "results.jsonl", resume) if resume else None
-    inputs = batch.walk(paths, recursive)
-    first = [p for _, p in zip(range(2), inputs)]
-    if len(first) < 2:
-        jobs = 1                                       # one input: no worker to start
-    import itertools
-    inputs = itertools.chain(first, inputs)
-    roots = [p for p in paths if p.is_dir()]
-    # the workers start first: their start-up overlaps the parent's own (a model to label error records)
-    pool = batch.Pool(jobs, options, annotate, roots, done) if jobs > 1 else None
+    caught = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        clf = _make_classifier(options)
-        results = ResultFiles(out, formats, clf.labels, repair=resume is not None) if out else \
-            StdoutWriter(formats[0], clf.labels)
-    except BaseException:
-        if pool:
-            pool.close()
-        raise
-    if done is not None:
-        typer.echo(f"edgeemo: resuming: {len(done):,} inputs in {out / 'results.jsonl'} are skipped", err=True)
-    status, labels, n_faces, skipped = Counter(), Counter(), 0, 0
-    t0 = time.perf_counter()
-    progress = batch.Progress(sys.stderr, lambda: batch.count(paths, recursive)) \
-        if sys.stderr.isatty() and len(first) > 1 else None
-    stop = {"signal": None}
-
-    def on_signal(signum, _frame):
-        stop["signal"] = signum
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def write(rec: dict) -> None:
-        nonlocal n_faces
-        try:
-            results.write(rec)
-        except OSError as exc:
-            _fail(f"cannot write results ({exc}); stopped after {sum(status.values())} images")
-        status[rec["status"]] += 1
-        n_faces += len(rec["faces"])
-        labels.update(f["label"] for f in rec["faces"])
-        if rec["status"] in ("unreadable", "error"):
-            log.warning("%s", rec["error"])
-        if progress:
-            progress.step()
-
-    try:
-        if jobs == 1:
-            for path in inputs:
-                if stop["signal"]:
-                    inputs = itertools.chain([path], inputs)
-                    break
-                if done is not None and done.has(path):
-                    skipped += 1
-                    continue
-                write(batch.classify_one(clf, path, annotate, roots))
-        else:
-            crashes_in_a_row = 0
-            again: list[Path] = []                      # given to a worker that died before starting them
-            try:
-                exhausted = False
-                while True:
-                    if not stop["signal"] and not exhausted:
-                        for w in pool.slots():
-                            nxt = again.pop() if again else next(inputs, None)
-                            if nxt is None:
-                                exhausted = True
-                                break
-                            pool.give(w, nxt)
-                    if not pool.busy():
-                        break
-                    for kind, path, rec in pool.results(0.5):
-                        if kind == "again":
-                            again.append(Path(path))
-                            exhausted = False
-                            continue
-                        if kind == "fatal":
-                            _fail(f"a worker process could not set up its classifier: {rec}; try --jobs 1")
-                        crashes_in_a_row = crashes_in_a_row + 1 if kind == "crash" else 0
-                        if kind == "skip":
-                            skipped += 1
-                        elif kind == "rec":
-                            write(rec)
-                        else:
-                            write(clf.record(path, "error", error=batch.crash_message(path, rec),
-                                             **batch.source_fields(Path(path))))
-                        if crashes_in_a_row > 2 * jobs + 2:
-                            _fail(f"the worker processes keep dying ({crashes_in_a_row} files in a row; the last "
-                                  f"{batch.crash_message(path, rec)}); is memory short? Try --jobs 1")
-            finally:
-                pool.close()
-                inputs = itertools.chain(again, inputs)
+        summary = batch.run(paths, options, out, formats, annotate, recursive, jobs, resume,
+                            make_classifier=_make_classifier, echo=lambda text: typer.echo(text, err=True),
+                            stop=lambda: bool(caught), progress_stream=sys.stderr if sys.stderr.isatty() else None)
     finally:
-        for sig, h in previous.items():
-            signal.signal(sig, h)
-        if progress:
-            progress.end()
-        results.close()
-    dt = time.perf_counter() - t0
-    n = sum(status.values())
-    per_label = ", ".join(f"{k} {v}" for k, v in labels.most_common()) or "none"
-    typer.echo(f"edgeemo: {n} images in {dt:.1f} s ({n / dt if dt > 0 else 0:.1f} images/s, {jobs} "
-               f"process{'es' if jobs > 1 else ''}): {n_faces} faces "
-               f"({per_label}); {status['no_face']} without a face; {status['unreadable']} unreadable; "
-               f"{status['error']} errors" + (f"; {skipped} skipped (already recorded)" if skipped else "")
-               + (f"; results in {', '.join(map(str, results.paths))}" if out else ""),
-               err=True)
-    if stop["signal"]:
-        left = sum(1 for _ in inputs)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    typer.echo(f"edgeemo: {summary.text()}", err=True)
+    if summary.stopped:
         how = ("edgeemo classify " + " ".join(map(str, paths)) + (" --recursive" if recursive else "")
                + f" --out {out} --resume") if out else "run it again with --out DIR, then --resume"
-        typer.echo(f"edgeemo: stopped by {signal.Signals(stop['signal']).name}: {left} inputs left; to go on: "
+        typer.echo(f"edgeemo: stopped by {signal.Signals(caught[0]).name}: {summary.left} inputs left; to go on: "
                    f"{how}", err=True)
-        raise typer.Exit(128 + stop["signal"])
+        raise typer.Exit(128 + caught[0])
 
 
 @app.command()

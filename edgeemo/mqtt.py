@@ -172,11 +172,14 @@ class Outbox:
         state_dir.mkdir(parents=True, exist_ok=True)
         self.offset, self.inode = 0, None
         try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
+            data = jsonl.parse(self.path.read_bytes())
             self.offset, self.inode = int(data["offset"]), data.get("inode")
+            if self.offset < 0 or not isinstance(self.inode, (int, type(None))):
+                raise ValueError("not a cursor")
         except FileNotFoundError:
             pass
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, OverflowError):
+            self.offset, self.inode = 0, None
             log.warning("%s: unreadable MQTT cursor; publishing %s from its first record again (a consumer "
                         "drops the repeats by id)", self.path, results)
 

@@ -1,0 +1,82 @@
+"""edgeemo.config on its own: defaults, the file, the command line, and resolve's cross-checks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgeemo.config import KEYS, WatchSettings, load_file, resolve
+from edgeemo.errors import SetupError
+
+
+def test_defaults_and_folders_inside_the_inbox(tmp_path):
+    s = resolve({"inbox": tmp_path / "in"})
+    assert isinstance(s, WatchSettings) and s.workers == 1 and s.settle == 2.0 and s.passes is None
+    assert (s.done, s.failed, s.out) == (tmp_path / "in" / "done", tmp_path / "in" / "failed",
+                                         tmp_path / "in" / "results")
+
+
+def test_the_command_line_wins_over_the_file_and_relative_paths_follow_the_file(tmp_path):
+    cfg = tmp_path / "etc" / "edgeemo.toml"
+    cfg.parent.mkdir()
+    cfg.write_text('inbox = "in"\nworkers = 3\npasses = 2\n[mqtt]\nurl = "mqtt://broker/edgeemo"\n')
+    s = resolve({"workers": 2}, cfg)
+    assert s.inbox == tmp_path / "etc" / "in" and s.workers == 2 and s.passes == 2
+    assert s.mqtt == "mqtt://broker/edgeemo"
+
+
+@pytest.mark.parametrize("given, message", [
+    ({}, "no inbox folder"),
+    ({"inbox": "/tmp/in", "camera": "0"}, "not both"),
+    ({"camera": "0"}, "--camera needs --out"),
+    ({"inbox": "/tmp/in", "done": "/tmp/in"}, "is the inbox itself"),
+    ({"inbox": "/tmp/in", "done": "/tmp/x", "failed": "/tmp/x"}, "the same folder"),
+    ({"inbox": "/tmp/in", "workers": 0}, "--workers 0: not valid"),
+    ({"inbox": "/tmp/in", "passes": 9}, "--passes 9: not valid"),
+    ({"inbox": "/tmp/in", "colour": "red"}, "unknown setting"),
+])
+def test_resolve_refuses_what_cannot_run(given, message):
+    with pytest.raises(SetupError, match=message):
+        resolve(given)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("workers = \"two\"", "workers = 'two' is not valid"),
+    ("wokers = 2", "unknown key 'wokers'"),
+    ("[watch]\ninbox = \"x\"", "unexpected table"),
+    ("[mqtt]\nhost = \"x\"", "unknown key 'host' in \\[mqtt\\]"),
+    ("inbox = ", "not valid TOML"),
+])
+def test_the_file_errors_name_the_file_and_the_key(tmp_path, text, message):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    with pytest.raises(SetupError, match=message) as info:
+        load_file(cfg)
+    assert str(cfg) in str(info.value)
+
+
+toml_values = st.one_of(st.integers(-10**20, 10**20), st.floats(allow_nan=True), st.booleans(),
+                        st.text(max_size=20), st.lists(st.integers(), max_size=3))
+
+
+def _toml_literal(v) -> str:
+    import json
+    import math
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
+    return json.dumps(v)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=st.sampled_from(KEYS), value=toml_values)
+def test_any_value_for_any_key_is_taken_or_refused_with_a_setup_error(tmp_path_factory, key, value):
+    cfg = tmp_path_factory.mktemp("cfg") / "edgeemo.toml"
+    cfg.write_text(f"{key} = {_toml_literal(value)}\n", encoding="utf-8", errors="surrogatepass")
+    try:
+        load_file(cfg)
+    except SetupError as exc:
+        assert str(cfg) in str(exc)

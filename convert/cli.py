@@ -62,6 +62,16 @@ def train(
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this trained model's weights (a run "
                                         "folder's model.keras, or an int8 .tflite, of the same --arch; res40-type "
                                         "recipes); 'default': the shipped default model (--arch res40d)."),
+    margin: float = typer.Option(0.15, "--margin", help="Face-crop margin around detected faces (whole photos, "
+                                 "e.g. JAFFE); recorded in the run folder for `edgeemo convert`."),
+    face_fraction: float = typer.Option(1.0, "--face-fraction", help="The central fraction of the face frame the "
+                                        "device shows the model; recorded in the run folder for `edgeemo convert` "
+                                        "(e.g. 0.875 for the crop-trained recipes)."),
+    flip_average: bool = typer.Option(False, "--flip-average", help="Have the device average an unsure face with "
+                                      "its mirror image; recorded in the run folder for `edgeemo convert`."),
+    view_fractions: str = typer.Option("", "--view-fractions", help="Further central fractions of the face frame "
+                                       "the device averages in for unsure faces, comma-separated; recorded in the "
+                                       "run folder for `edgeemo convert`."),
     out: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
     detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
@@ -88,6 +98,8 @@ def train(
         cfg.extra.update(teacher=[str(t) for t in teacher], kd_alpha=kd_alpha, kd_temperature=kd_temperature)
     if init is not None:
         cfg.extra.update(init=str(_shipped(init, "--init")))
+    cfg.extra["geometry"] = {"margin": margin, "face_fraction": face_fraction, "flip_average": flip_average,
+                             "view_fractions": list(_fractions(view_fractions))}
     commands.train(data, dataset, out, cfg, val_split, cv, resume, detector, detector_model,
                    echo=lambda s: typer.echo(s, err=True))
 
@@ -176,42 +188,66 @@ def evaluate(
 
 
 def convert(
-    model: Path = typer.Argument(..., help="Keras model (model.keras from a training run)."),
+    model: Path = typer.Argument(..., help="A training run's folder, or its model.keras; the run's face geometry "
+                                 "and averaging (config.json) are the defaults of --margin, --face-fraction, "
+                                 "--flip-average and --view-fractions."),
     calib: Path = typer.Option(..., "--calib", help="Training data for the representative set (and the "
                                "float-vs-int8 check on its validation split)."),
     dataset: str = typer.Option("fer2013", "--dataset"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output .tflite (default: beside the model)."),
     name: Optional[str] = typer.Option(None, "--name", help="Model name stored in the metadata."),
     version: str = typer.Option("1", "--version"),
-    margin: float = typer.Option(0.15, "--margin", help="Face-crop margin stored in the metadata."),
+    margin: Optional[float] = typer.Option(None, "--margin", help="Face-crop margin stored in the metadata [the "
+                                           "run's, else 0.15]."),
     calib_size: int = typer.Option(400, "--calib-size", help="Representative faces (300-500)."),
     check_size: int = typer.Option(2000, "--check-size", help="Validation faces for float vs int8."),
     force: bool = typer.Option(False, "--force", help="Write even if int8 loses more than 1.5 points."),
     float_model: bool = typer.Option(False, "--float", help="Write a float32 TFLite instead (for comparison)."),
-    flip_average: bool = typer.Option(False, "--flip-average", help="Have the device average each face with its "
-                                      "mirror image (stored in the metadata)."),
-    face_fraction: float = typer.Option(1.0, "--face-fraction", help="The central fraction of the face frame the "
-                                        "model sees (stored in the metadata); e.g. 0.875 for a model trained on "
-                                        "random 36-48 px crops of 48 px faces."),
-    view_fractions: str = typer.Option("", "--view-fractions", help="Further central fractions of the face frame, "
-                                       "comma-separated (stored in the metadata): for a face whose first answer "
-                                       "is unsure, the device averages in its answers at these too (with their "
-                                       "mirror images under --flip-average); e.g. 0.79,0.96."),
+    flip_average: Optional[bool] = typer.Option(None, "--flip-average/--no-flip-average", help="Have the device "
+                                                "average each face with its mirror image (stored in the metadata) "
+                                                "[the run's, else no]."),
+    face_fraction: Optional[float] = typer.Option(None, "--face-fraction", help="The central fraction of the face "
+                                                  "frame the model sees (stored in the metadata); e.g. 0.875 for a "
+                                                  "model trained on random 36-48 px crops of 48 px faces [the "
+                                                  "run's, else 1]."),
+    view_fractions: Optional[str] = typer.Option(None, "--view-fractions", help="Further central fractions of the "
+                                                 "face frame, comma-separated (stored in the metadata): for a face "
+                                                 "whose first answer is unsure, the device averages in its answers "
+                                                 "at these too (with their mirror images under --flip-average); "
+                                                 "e.g. 0.79,0.96; '' for none [the run's, else none]."),
     seed: int = typer.Option(0, "--seed"),
     detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
     detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
 ):
     """Full-integer int8 conversion with embedded metadata, and a float vs int8 report."""
     quant = _convert_module("quantize")
+    model = quant.model_file(model)
+    given = {"margin": margin, "face_fraction": face_fraction, "flip_average": flip_average,
+             "view_fractions": _fractions(view_fractions) if view_fractions is not None else None}
+    geo = _geometry(quant, model, {k: v for k, v in given.items() if v is not None})
     try:
-        views = tuple(float(f) for f in view_fractions.split(",") if f.strip())
-    except ValueError:
-        raise typer.BadParameter(f"{view_fractions!r}: give numbers separated by commas, e.g. 0.79,0.96",
-                                 param_hint="--view-fractions") from None
-    try:
-        rep = quant.convert(model, calib, dataset, out, name, version, margin, calib_size, check_size, force, seed, float_model,
-                            echo=lambda s: typer.echo(s, err=True), detector=detector, detector_model=detector_model,
-                            flip_average=flip_average, face_fraction=face_fraction, view_fractions=views)
+        rep = quant.convert(model, calib, dataset, out, name, version, geo["margin"], calib_size, check_size, force,
+                            seed, float_model, echo=lambda s: typer.echo(s, err=True), detector=detector,
+                            detector_model=detector_model, flip_average=geo["flip_average"],
+                            face_fraction=geo["face_fraction"], view_fractions=geo["view_fractions"])
     except (FileNotFoundError, ValueError) as exc:
         raise WorkstationError(str(exc)) from None
     typer.echo(json.dumps(rep, indent=1))
+
+
+def _fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(f) for f in text.split(",") if f.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: give numbers separated by commas, e.g. 0.79,0.96",
+                                 param_hint="--view-fractions") from None
+
+
+def _geometry(quant, model: Path, given: dict) -> dict:
+    """The face geometry and averaging to store: the options given, else the run's, else the defaults."""
+    run = quant.run_geometry(model)
+    taken = {k: v for k, v in run.items() if k not in given}
+    if taken:
+        typer.echo(f"edgeemo: from {model.parent / 'config.json'}: "
+                   + ", ".join(f"{k.replace('_', '-')} {v}" for k, v in taken.items()), err=True)
+    return {**quant.GEOMETRY_DEFAULTS, **run, **given}

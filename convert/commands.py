@@ -61,8 +61,9 @@ def train(data, dataset: str, out, cfg: TrainConfig, val_fraction: float = 0.15,
         raise OptionError(f"--blur is for the 48x48 recipes trained on blurred pictures; {cfg.arch} is trained "
                            f"on sharp faces: drop --blur or choose --arch edge24")
     # Crop-trained recipes cut each training face at random from a larger source picture.
+    margin = float((cfg.extra.get("geometry") or {}).get("margin", 0.15))
     fs, x = load_inputs(data, dataset, max(size, archs.SOURCE_SIZE) if crop_trained else size, ch, detector,
-                        detector_model)
+                        detector_model, margin)
     echo(describe(fs, data, dataset))
     out = Path(out)
     if cv:

@@ -53,6 +53,33 @@ def to_tflite(keras_model, calib: np.ndarray | None) -> bytes:
         return conv.convert()
 
 
+# How the device frames and averages faces for a model, as `edgeemo train` records it in the run folder's
+# config.json ("geometry") and `edgeemo convert` stores it in the model file; these are the defaults.
+GEOMETRY_DEFAULTS = {"margin": 0.15, "face_fraction": 1.0, "flip_average": False, "view_fractions": ()}
+
+
+def run_geometry(model_path: Path) -> dict:
+    """The geometry the training run recorded beside ``model_path`` (config.json), or {} when none."""
+    cfg = Path(model_path).parent / "config.json"
+    try:
+        c = json.loads(cfg.read_text())
+    except (OSError, ValueError):
+        return {}
+    geo = (c.get("extra") or {}).get("geometry") if isinstance(c, dict) else None
+    if not isinstance(geo, dict):
+        return {}
+    out = {k: geo[k] for k in GEOMETRY_DEFAULTS if k in geo}
+    if "view_fractions" in out:
+        out["view_fractions"] = tuple(float(f) for f in out["view_fractions"])
+    return out
+
+
+def model_file(model: Path) -> Path:
+    """A run folder's model.keras, or the file given."""
+    model = Path(model)
+    return model / "model.keras" if model.is_dir() else model
+
+
 def run_metadata(model_path: Path) -> dict:
     """Data set and metrics of the training run the model came from (its config.json/report.json)."""
     info = {}

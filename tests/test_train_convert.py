@@ -266,3 +266,26 @@ def test_edge_recipe_fits_500kb_as_int8(tmp_path):
     calib = np.random.default_rng(0).integers(0, 256, (8, 48, 48, 1), dtype=np.uint8)
     flat = to_tflite(m, calib)
     assert len(flat) <= 500 * 1024, f"edge as int8 is {len(flat):,} bytes"
+
+
+def test_the_run_folder_carries_its_face_geometry_into_convert(fer, tmp_path):
+    """What was trained is what ships: the geometry given to `train` is in the run folder, and `convert RUN`
+    stores it with no flag repeated; a flag given to convert still wins."""
+    run_dir = tmp_path / "geo"
+    cli("train", "--data", fer, "--dataset", "fer2013", "--arch", "tiny", "--epochs", 1, "--batch-size", 16,
+        "--input-size", SIZE, "--margin", 0.05, "--face-fraction", 0.9, "--flip-average",
+        "--view-fractions", "0.8,0.95", "--out", run_dir)
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["extra"]["geometry"] == {"margin": 0.05, "face_fraction": 0.9, "flip_average": True,
+                                        "view_fractions": [0.8, 0.95]}
+    res = cli("convert", run_dir, "--calib", fer, "--dataset", "fer2013", "--out", tmp_path / "geo.tflite",
+              "--calib-size", 30, "--force")
+    assert f"from {run_dir / 'config.json'}: margin 0.05, face-fraction 0.9, flip-average True" in res.output
+    info = json.loads(cli("info", tmp_path / "geo.tflite", "--json").stdout)
+    assert (info["crop_margin"], info["face_fraction"], info["flip_average"], info["view_fractions"]) == \
+        (0.05, 0.9, True, [0.8, 0.95])
+    cli("convert", run_dir / "model.keras", "--calib", fer, "--dataset", "fer2013", "--out", tmp_path / "g2.tflite",
+        "--calib-size", 30, "--force", "--no-flip-average", "--view-fractions", "")
+    info = json.loads(cli("info", tmp_path / "g2.tflite", "--json").stdout)
+    assert (info["crop_margin"], info["face_fraction"], info["flip_average"]) == (0.05, 0.9, False)
+    assert not info.get("view_fractions")

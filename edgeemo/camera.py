@@ -22,7 +22,7 @@ import numpy as np
 from . import atomic
 from .config import WatchSettings
 from .errors import SetupError
-from .ledger import prepare_folder
+from .folders import prepare_folder
 from .record import summary
 from .results import open_ledger
 from .service import Backoff, Service, make_classifiers

@@ -10,7 +10,7 @@ from collections import Counter
 
 from .config import WatchSettings
 from .errors import SetupError
-from .ledger import OWNER_FILE, FolderLock, write_owner
+from .folders import OWNER_FILE, FolderLock, write_owner
 from .notify import Notifier
 
 log = logging.getLogger("edgeemo")
@@ -118,7 +118,7 @@ class Service:
         """Unblock the workers after stop_event was set."""
 
     def _lock(self, folders, out) -> None:
-        """One daemon per folder: lock each (ledger.FolderLock) and note this PID in ``out``; all or none."""
+        """One daemon per folder: lock each (folders.FolderLock) and note this PID in ``out``; all or none."""
         owner = out / OWNER_FILE
         try:
             for p in dict.fromkeys(folders):

@@ -36,7 +36,8 @@ from .config import WatchSettings
 from .errors import SetupError, StartError
 from . import imageio
 from .intake import Intake
-from .ledger import ERROR_SUFFIX, FAILED_STATUSES, Attempts, FileChanged, Mover, file_sha256, prepare_folder
+from .folders import prepare_folder
+from .ledger import ERROR_SUFFIX, FAILED_STATUSES, Attempts, FileChanged, Mover, file_sha256
 from .record import summary
 from .results import open_ledger
 from .service import STATE_DIR, Backoff, Service, make_classifiers

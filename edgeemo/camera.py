@@ -180,8 +180,7 @@ class FrameStore:
 
 class CameraDaemon(Service):
     def __init__(self, s: WatchSettings):
-        super().__init__(1)
-        self.s = s
+        super().__init__(s, 1)
         self.source = open_source(s.camera)      # picamera2 missing: SetupError now, not later
         self.out = prepare_folder(s.out, "results")
         self._lock([self.out], self.out)

@@ -87,9 +87,11 @@ class Backoff:
 
 class Service:
     """Signals, the main loop, and systemd notifications; subclasses do the work in their own threads and
-    hold their folder locks in ``self.locks``."""
+    hold their folder locks in ``self.locks``. ``settings`` name the sidecars that run beside the work: the
+    MQTT publisher (``mqtt``) and the metrics file (``metrics_file``)."""
 
-    def __init__(self, n_workers: int):
+    def __init__(self, settings: WatchSettings, n_workers: int):
+        self.s = settings
         self.locks: list = []
         self.stop_event = threading.Event()
         self.notifier = Notifier.from_env()
@@ -142,7 +144,7 @@ class Service:
     def queue_depth(self) -> int:
         return 0
 
-    # MQTT publishing and the metrics file run beside the daemon, in their own threads (settings: self.s)
+    # MQTT publishing and the metrics file run beside the daemon, in their own threads
     def _broker(self):
         """(Broker, device name) of the settings; SetupError when the [mqtt] extra or a setting is wrong."""
         from .mqtt import Broker, device_name, paho, read_password
@@ -152,17 +154,15 @@ class Service:
 
     def check_sidecars(self) -> None:
         """Fail at start, before any work, when an extra the settings need is missing."""
-        s = getattr(self, "s", None)
-        if s is not None and s.mqtt:
+        s = self.s
+        if s.mqtt:
             self._broker()
-        if s is not None and s.metrics_file:
+        if s.metrics_file:
             from .metrics import _prometheus
             _prometheus()
 
     def _start_sidecars(self) -> None:
-        s = getattr(self, "s", None)
-        if s is None:
-            return
+        s = self.s
         if s.mqtt:
             from .mqtt import Publisher
             broker, device = self._broker()

@@ -57,8 +57,7 @@ def ignored(name: str) -> bool:
 
 class FolderDaemon(Service):
     def __init__(self, s: WatchSettings):
-        super().__init__(s.workers)
-        self.s = s
+        super().__init__(s, s.workers)
         self.inbox = prepare_folder(s.inbox, "inbox", create=False)
         self.done = prepare_folder(s.done, "done")
         self.failed = prepare_folder(s.failed, "failed")

@@ -53,3 +53,18 @@ def device_model(request) -> Path:
     """The model the device tests run: the shipped default if this build has one, else the tiny model."""
     from edgeemo.runtime import default_model_path
     return default_model_path() or request.getfixturevalue("tiny_model")
+
+
+@pytest.fixture
+def daemon_factory(tmp_path, device_model):
+    """Makes real `edgeemo watch` daemons (tests/daemon_harness.py) and stops them after the test."""
+    from daemon_harness import Daemon
+    made = []
+
+    def make(*args, **kw):
+        d = Daemon(kw.pop("root", tmp_path), device_model, *args, **kw)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.__exit__()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from edgeemo import batch
-from test_watch import png_bytes, wait_until
+from daemon_harness import png_bytes, wait_until
 
 
 def classify(*args, env=None, **kw) -> subprocess.Popen:

@@ -1,7 +1,6 @@
 """edgeemo.config on its own: defaults, the file, the command line, and resolve's cross-checks."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings

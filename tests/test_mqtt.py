@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from test_watch import Daemon, png_bytes, wait_until
+from daemon_harness import Daemon, png_bytes, wait_until
 
 pytest.importorskip("paho.mqtt.client", reason="needs the [mqtt] extra (paho-mqtt)")
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)

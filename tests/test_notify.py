@@ -11,7 +11,7 @@ import pytest
 
 from edgeemo.notify import Notifier, socket_address, watchdog_interval
 from edgeemo.service import Health, Service
-from test_watch import DEADLINE, daemon_factory, png_bytes, wait_until, write  # noqa: F401 (a fixture)
+from daemon_harness import DEADLINE, png_bytes, wait_until, write
 
 
 @pytest.fixture
@@ -111,7 +111,8 @@ def test_watchdog_pings_stop_while_a_worker_is_stuck(path_socket, monkeypatch):
     sock, path = path_socket
     monkeypatch.setenv("NOTIFY_SOCKET", path)
     monkeypatch.setenv("WATCHDOG_USEC", "1000000")                  # ping every 0.5 s; stuck after 1 s
-    svc = _Idle(1)
+    from edgeemo.config import WatchSettings
+    svc = _Idle(WatchSettings(), 1)
     svc._status = svc.status_text()                                 # as after READY=1: only pings follow
     sock.settimeout(0.05)
     now = time.monotonic()

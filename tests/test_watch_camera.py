@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from test_watch import DEADLINE, wait_until
+from daemon_harness import DEADLINE, wait_until
 
 
 def make_video(path: Path, frames: int = 6, size: int = 64) -> Path:

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 import typer
 
-from edgeemo.cli import DETECTOR_HELP
+from edgeemo.options import Detector, DetectorModel, Passes
 
 from .errors import MissingExtra, WorkstationError
 
@@ -74,8 +74,8 @@ def train(
                                        "run folder for `edgeemo convert`."),
     out: Path = typer.Option(Path("runs/latest"), "--out", help="Run folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last checkpoint."),
-    detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
+    detector: Detector = "auto",
+    detector_model: DetectorModel = None,
 ):
     """Train a model on labelled faces (workstation; needs the [train] extra)."""
     commands = _convert_module("commands")
@@ -134,9 +134,8 @@ def study(
                                 "--out finished with the same settings and images; train the rest."),
     augment: bool = typer.Option(False, "--augment", help="Augment training images (off by default)."),
     input_size: int = typer.Option(128, "--input-size", help="Face side in pixels (the study's: 128)."),
-    detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Crop mode only."),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL",
-                                                  help="YuNet ONNX file (face_detection_yunet_*.onnx)."),
+    detector: Detector = "auto",
+    detector_model: DetectorModel = None,
 ):
     """Reproduce the JAFFE study: its three CNNs on a random split beside leave-one-subject-out."""
     study_mod = _convert_module("study")
@@ -160,13 +159,12 @@ def evaluate(
     dataset: str = typer.Option("folder", "--dataset", help="fer2013, jaffe, ckplus or folder."),
     split: Optional[str] = typer.Option(None, "--split", help="For data sets with splits: train, val or test "
                                         "(default: val if present)."),
-    detector: str = typer.Option("none", "--detector", help=DETECTOR_HELP),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
+    detector: Detector = "none",
+    detector_model: DetectorModel = None,
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate a fixed, seeded subset of this many images."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.json and confusion.png."),
     threads: int = typer.Option(1, "--threads"),
-    passes: Optional[int] = typer.Option(None, "--passes", help="At most this many model passes per face "
-                                         "(1-6), as `edgeemo classify --passes` [all the model's averaging]."),
+    passes: Passes = None,
 ):
     """Accuracy, macro-F1, per-class scores and the confusion matrix of a model on a data set."""
     from edgeemo.detect import DETECTORS
@@ -216,8 +214,8 @@ def convert(
                                                  "at these too (with their mirror images under --flip-average); "
                                                  "e.g. 0.79,0.96; '' for none [the run's, else none]."),
     seed: int = typer.Option(0, "--seed"),
-    detector: str = typer.Option("auto", "--detector", help=DETECTOR_HELP + " Used for whole photos (JAFFE)."),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL"),
+    detector: Detector = "auto",
+    detector_model: DetectorModel = None,
 ):
     """Full-integer int8 conversion with embedded metadata, and a float vs int8 report."""
     quant = _convert_module("quantize")

@@ -5,6 +5,7 @@ edgeemo_convert (and TensorFlow) only when they run.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from typer.core import TyperGroup  # noqa: E402
 
 from . import atomic  # noqa: E402
 from .errors import EdgeemoError  # noqa: E402
+from .options import MODEL_HELP, Detector, DetectorModel, Passes  # noqa: E402
 
 
 WORKSTATION_COMMANDS = ("train", "study", "evaluate", "convert")
@@ -57,7 +59,6 @@ app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, pre
                   rich_markup_mode=None, help="Facial-emotion classification on edge devices (7 emotions, int8 TFLite).")
 log = logging.getLogger("edgeemo")
 
-DETECTOR_HELP = "Face detector: auto (YuNet if its ONNX file is found, else Haar), yunet, haar, none (pre-cropped faces)."
 
 
 def _fail(message: str, code: int = 1):
@@ -82,11 +83,6 @@ def _formats(value: str, default: List[str]) -> List[str]:
     return fmts
 
 
-MODEL_HELP = ("A .tflite file, or a model shipped with edgeemo: default (the most accurate) or fast (about a "
-              "sixth of the default's cost per pass, less accurate). [default]")
-PASSES_HELP = ("Averaging: at most this many model passes per face, from 1 (one look, the cheapest) to 6 (the "
-               "face, its mirror image and two further crops, each mirrored; the default model's full averaging). "
-               "Faces the model is already sure of get one pass. [all the model offers]")
 
 
 def _make_classifier(options):
@@ -118,10 +114,9 @@ def classify(
                             "jsonl on standard output)."),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write copies with boxes and labels here."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", envvar="EDGEEMO_MODEL", help=MODEL_HELP),
-    passes: Optional[int] = typer.Option(None, "--passes", help=PASSES_HELP),
-    detector: str = typer.Option("auto", "--detector", "-d", help=DETECTOR_HELP),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", envvar="EDGEEMO_YUNET_MODEL",
-                                                  help="YuNet ONNX file (face_detection_yunet_*.onnx)."),
+    passes: Passes = None,
+    detector: Detector = "auto",
+    detector_model: DetectorModel = None,
     threads: int = typer.Option(1, "--threads", "-t", help="Interpreter threads."),
     min_face: int = typer.Option(24, "--min-face", help="Smallest face side to detect, in pixels."),
     max_faces: int = typer.Option(50, "--max-faces", help="At most this many faces per image (largest first)."),
@@ -250,60 +245,46 @@ def cost_summary(m) -> dict:
             "int8_dot_product": cost.int8_dot_product(), "lines": lines}
 
 
-@app.command()
-def watch(
-    ctx: typer.Context,
-    inbox: Optional[Path] = typer.Argument(None, help="Folder to watch (or 'inbox' in the config file)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", envvar="EDGEEMO_CONFIG",
-                                          help="TOML file whose keys are these options; the command line wins."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder for results.jsonl/.csv [INBOX/results]."),
-    done: Optional[Path] = typer.Option(None, "--done", help="Where processed files go [INBOX/done]."),
-    failed: Optional[Path] = typer.Option(None, "--failed", help="Where unreadable files go, each with "
-                                          "<name>.error.json [INBOX/failed]."),
-    format_: Optional[str] = typer.Option(None, "--format", "-f", help="jsonl or csv,jsonl [csv,jsonl]."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="Files classified in parallel [1]."),
-    queue_size: Optional[int] = typer.Option(None, "--queue-size", help="Files held in memory at once [256]."),
-    poll: Optional[bool] = typer.Option(None, "--poll/--no-poll", help="Poll instead of inotify (network "
-                                        "shares); a file is taken once its size and mtime are stable."),
-    settle: Optional[float] = typer.Option(None, "--settle", help="Seconds a polled file must stay unchanged [2]."),
-    rescan: Optional[float] = typer.Option(None, "--rescan", help="Seconds between safety-net scans of the inbox "
-                                           "for files whose events were lost; 0 = never [60]."),
-    camera: Optional[str] = typer.Option(None, "--camera", help="Classify camera frames instead: 0, 1, ... "
-                                         "(USB/V4L2), picamera2, or a video path/URL."),
-    interval: Optional[float] = typer.Option(None, "--interval", help="Seconds between camera frames [1]."),
-    save_frames: Optional[str] = typer.Option(None, "--save-frames", help="none, with-faces or all [none]."),
-    frames_dir: Optional[Path] = typer.Option(None, "--frames-dir", help="Saved frames [OUT/frames]."),
-    frames_max_mb: Optional[float] = typer.Option(None, "--frames-max-mb", help="Disk cap for saved frames; "
-                                                  "the oldest are deleted [500]."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help=MODEL_HELP + " [$EDGEEMO_MODEL]"),
-    passes: Optional[int] = typer.Option(None, "--passes", help=PASSES_HELP),
-    detector: Optional[str] = typer.Option(None, "--detector", "-d", help=DETECTOR_HELP),
-    detector_model: Optional[Path] = typer.Option(None, "--detector-model", help="YuNet ONNX file "
-                                                  "[$EDGEEMO_YUNET_MODEL]."),
-    threads: Optional[int] = typer.Option(None, "--threads", "-t", help="Interpreter threads per worker [1]."),
-    min_face: Optional[int] = typer.Option(None, "--min-face", help="Smallest face side, in pixels [24]."),
-    max_faces: Optional[int] = typer.Option(None, "--max-faces", help="At most this many faces per image [50]."),
-    score_threshold: Optional[float] = typer.Option(None, "--score-threshold", help="YuNet threshold [0.6]."),
-    log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warning or error [info]."),
-    mqtt: Optional[str] = typer.Option(None, "--mqtt", help="Publish every record to an MQTT broker: "
-                                       "mqtt://[user@]host[:port][/prefix] or mqtts://... (needs the [mqtt] extra)."),
-    mqtt_ca: Optional[Path] = typer.Option(None, "--mqtt-ca", help="CA certificate (PEM) of an mqtts:// broker."),
-    mqtt_password_file: Optional[Path] = typer.Option(None, "--mqtt-password-file", help="File whose first line "
-                                                      "is the broker password [$EDGEEMO_MQTT_PASSWORD]."),
-    mqtt_device: Optional[str] = typer.Option(None, "--mqtt-device", help="Device name in the topics [host name]."),
-    mqtt_ha_discovery: Optional[bool] = typer.Option(None, "--mqtt-ha-discovery/--no-mqtt-ha-discovery",
-                                                     help="Announce Home Assistant sensors (MQTT discovery)."),
-    metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", help="Write Prometheus metrics here every "
-                                                "5 s, for node_exporter's textfile collector (needs [metrics])."),
-):
+def watch(ctx: typer.Context, **settings):
     """Watch a folder (or a camera): classify each new photo once, append the result, move it to done/ or
     failed/. Runs until SIGTERM or Ctrl-C; speaks systemd's notify protocol when run as a service."""
     from .daemon import run_watch
-    given = {k.rstrip("_").replace("_", "-"): v for k, v in ctx.params.items() if v is not None and k != "config"}
+    config = settings.pop("config")
+    given = {k.replace("_", "-"): v for k, v in settings.items() if v is not None}
     root = ctx.find_root()
-    if log_level is None and getattr(root.get_parameter_source("log_level"), "name", "") == "COMMANDLINE":
+    if settings.get("log_level") is None and getattr(root.get_parameter_source("log_level"), "name", "") == \
+            "COMMANDLINE":
         given["log-level"] = root.params["log_level"]      # `edgeemo --log-level debug watch ...`
     raise typer.Exit(run_watch(given, config))
+
+
+def _watch_signature() -> inspect.Signature:
+    """watch's options, one per field of config.WatchSettings (its help, flags and type there): each option
+    is declared once, for the command line, the config file and docs/settings.md alike."""
+    from dataclasses import fields
+
+    from .config import WatchSettings
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    params = [inspect.Parameter("ctx", kind, annotation=typer.Context),
+              inspect.Parameter("config", kind, annotation=Optional[Path], default=typer.Option(
+                  None, "--config", "-c", envvar="EDGEEMO_CONFIG",
+                  help="TOML file whose keys are these options; the command line wins."))]
+    for f in fields(WatchSettings):
+        meta, key = f.metadata, f.name.replace("_", "-")
+        if f.name == "inbox":
+            decl = typer.Argument(None, help=meta["help"])
+        elif meta["cli"] is bool:
+            decl = typer.Option(None, f"--{key}/--no-{key}", help=meta["help"])
+        else:
+            decl = typer.Option(None, f"--{key}", *meta["flags"], help=meta["help"])
+        cli_type = meta["cli"]
+        params.append(inspect.Parameter(f.name, kind, annotation=Optional[cli_type], default=decl))
+    return inspect.Signature(params)
+
+
+watch.__signature__ = _watch_signature()
+watch.__annotations__ = {p.name: p.annotation for p in watch.__signature__.parameters.values()}
+app.command()(watch)
 
 
 @app.command()

@@ -15,63 +15,16 @@ Precedence: command line, then the file, then the built-in defaults (and, for ``
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
 from .detect import DETECTORS, DetectOptions
 from .errors import SetupError
-from .runtime import MAX_PASSES, SHIPPED_MODELS
+from .options import DETECTOR_HELP, MAX_PASSES, MODEL_HELP, PASSES_HELP, SHIPPED_MODELS
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SAVE_FRAMES = ("none", "with-faces", "all")
-
-
-@dataclass
-class WatchSettings:
-    inbox: Path | None = None
-    out: Path | None = None
-    done: Path | None = None
-    failed: Path | None = None
-    format: tuple[str, ...] = ("jsonl", "csv")
-    workers: int = 1
-    queue_size: int = 256
-    poll: bool = False
-    settle: float = 2.0
-    rescan: float = 60.0            # seconds between safety-net scans of the inbox; 0 = never
-    camera: str | None = None
-    interval: float = 1.0
-    save_frames: str = "none"
-    frames_dir: Path | None = None
-    frames_max_mb: float = 500.0
-    model: Path | str | None = None          # a file, or a shipped model's name (default, fast)
-    detector: str = "auto"
-    detector_model: Path | None = None
-    threads: int = 1
-    min_face: int = DetectOptions.min_face
-    max_faces: int = DetectOptions.max_faces
-    score_threshold: float = DetectOptions.score_threshold
-    passes: int | None = None               # at most this many model passes per face (1-6); None: all
-    log_level: str = "info"
-    mqtt: str | None = None                 # mqtt://[user@]host[:port][/prefix] or mqtts://...
-    mqtt_ca: Path | None = None
-    mqtt_password_file: Path | None = None
-    mqtt_device: str | None = None          # default: the host name
-    mqtt_ha_discovery: bool = False
-    metrics_file: Path | None = None
-
-    def classifier_options(self):
-        """The ClassifierOptions of these settings (checked there)."""
-        from .pipeline import ClassifierOptions
-        return ClassifierOptions(self.model, self.detector, self.detector_model, self.threads, self.min_face,
-                                 self.max_faces, self.score_threshold, self.passes)
-
-
-def key_of(field_name: str) -> str:
-    return field_name.replace("_", "-")
-
-
-KEYS = tuple(key_of(f.name) for f in fields(WatchSettings))
 
 
 # --- value checkers: each returns the clean value or raises ValueError saying what is expected ---------------
@@ -161,24 +114,93 @@ def _name(v):
     return v.strip()
 
 
+def setting(default, check, help: str, *flags: str, path: bool = False, cli: type = str):
+    """A setting of `edgeemo watch`, declared once: its default, its check (a value checker below), its help
+    (the option's and the settings reference's, docs/settings.md), its short flags, whether it is a path (a
+    relative path in the config file is taken from the file's folder) and its type on the command line."""
+    return field(default=default, metadata={"check": check, "help": help, "flags": flags, "path": path, "cli": cli})
+
+
+@dataclass
+class WatchSettings:
+    """Every setting of `edgeemo watch`, one field each: the option ``--name-with-dashes``, the config file's key
+    of the same name, the checked value, the default, the help. ``config.KEYS``, ``CHECKS``, the command's
+    options and docs/settings.md are all made from these fields."""
+
+    inbox: Path | None = setting(None, _path, "Folder to watch (or 'inbox' in the config file).", path=True,
+                                 cli=Path)
+    out: Path | None = setting(None, _path, "Folder for results.jsonl/.csv [INBOX/results].", "-o", path=True,
+                               cli=Path)
+    done: Path | None = setting(None, _path, "Where processed files go [INBOX/done].", path=True, cli=Path)
+    failed: Path | None = setting(None, _path, "Where unreadable files go, each with <name>.error.json "
+                                  "[INBOX/failed].", path=True, cli=Path)
+    format: tuple[str, ...] = setting(("jsonl", "csv"), _formats, "jsonl or csv,jsonl [csv,jsonl].", "-f")
+    workers: int = setting(1, _int(1, 64), "Files classified in parallel [1].", cli=int)
+    queue_size: int = setting(256, _int(1, 100_000), "Files held in memory at once [256].", cli=int)
+    poll: bool = setting(False, _bool, "Poll instead of inotify (network shares); a file is taken once its size "
+                         "and mtime are stable.", cli=bool)
+    settle: float = setting(2.0, _float(0.0), "Seconds a polled file must stay unchanged [2].", cli=float)
+    rescan: float = setting(60.0, _float(0.0, lo_open=False), "Seconds between safety-net scans of the inbox "
+                            "for files whose events were lost; 0 = never [60].", cli=float)
+    camera: str | None = setting(None, _camera, "Classify camera frames instead: 0, 1, ... (USB/V4L2), "
+                                 "picamera2, or a video path/URL.")
+    interval: float = setting(1.0, _float(0.0), "Seconds between camera frames [1].", cli=float)
+    save_frames: str = setting("none", _choice(SAVE_FRAMES), "none, with-faces or all [none].")
+    frames_dir: Path | None = setting(None, _path, "Saved frames [OUT/frames].", path=True, cli=Path)
+    frames_max_mb: float = setting(500.0, _float(0.0), "Disk cap for saved frames; the oldest are deleted [500].",
+                                   cli=float)
+    model: Path | str | None = setting(None, _model, MODEL_HELP + " [$EDGEEMO_MODEL]", "-m", path=True, cli=Path)
+    detector: str = setting("auto", _choice(DETECTORS), DETECTOR_HELP, "-d")
+    detector_model: Path | None = setting(None, _path, "YuNet ONNX file [$EDGEEMO_YUNET_MODEL].", path=True,
+                                          cli=Path)
+    threads: int = setting(1, _int(1, 64), "Interpreter threads per worker [1].", "-t", cli=int)
+    min_face: int = setting(DetectOptions.min_face, _int(1), "Smallest face side, in pixels [24].", cli=int)
+    max_faces: int = setting(DetectOptions.max_faces, _int(1, 1000), "At most this many faces per image [50].",
+                             cli=int)
+    score_threshold: float = setting(DetectOptions.score_threshold, _float(0.0, 1.0), "YuNet threshold [0.6].",
+                                     cli=float)
+    passes: int | None = setting(None, _int(1, MAX_PASSES), PASSES_HELP, cli=int)
+    log_level: str = setting("info", _choice(LOG_LEVELS), "debug, info, warning or error [info].")
+    mqtt: str | None = setting(None, _mqtt_url, "Publish every record to an MQTT broker: "
+                               "mqtt://[user@]host[:port][/prefix] or mqtts://... (needs the [mqtt] extra).")
+    mqtt_ca: Path | None = setting(None, _path, "CA certificate (PEM) of an mqtts:// broker.", path=True, cli=Path)
+    mqtt_password_file: Path | None = setting(None, _path, "File whose first line is the broker password "
+                                              "[$EDGEEMO_MQTT_PASSWORD].", path=True, cli=Path)
+    mqtt_device: str | None = setting(None, _name, "Device name in the topics [host name].")
+    mqtt_ha_discovery: bool = setting(False, _bool, "Announce Home Assistant sensors (MQTT discovery).", cli=bool)
+    metrics_file: Path | None = setting(None, _path, "Write Prometheus metrics here every 5 s, for "
+                                        "node_exporter's textfile collector (needs [metrics]).", path=True, cli=Path)
+
+    def classifier_options(self):
+        """The ClassifierOptions of these settings (checked there)."""
+        from .pipeline import ClassifierOptions
+        return ClassifierOptions(self.model, self.detector, self.detector_model, self.threads, self.min_face,
+                                 self.max_faces, self.score_threshold, self.passes)
+
+
+def key_of(field_name: str) -> str:
+    return field_name.replace("_", "-")
+
+
+KEYS = tuple(key_of(f.name) for f in fields(WatchSettings))
+CHECKS: dict[str, Callable[[Any], Any]] = {key_of(f.name): f.metadata["check"] for f in fields(WatchSettings)}
+PATH_KEYS = {key_of(f.name) for f in fields(WatchSettings) if f.metadata["path"]}
 # The [mqtt] table of the config file: its keys, and the options they stand for.
 MQTT_TABLE = {"url": "mqtt", "ca": "mqtt-ca", "password-file": "mqtt-password-file", "device": "mqtt-device",
               "ha-discovery": "mqtt-ha-discovery"}
 
-CHECKS: dict[str, Callable[[Any], Any]] = {
-    "inbox": _path, "out": _path, "done": _path, "failed": _path, "format": _formats,
-    "workers": _int(1, 64), "queue-size": _int(1, 100_000), "poll": _bool, "settle": _float(0.0),
-    "rescan": _float(0.0, lo_open=False),
-    "camera": _camera, "interval": _float(0.0), "save-frames": _choice(SAVE_FRAMES), "frames-dir": _path,
-    "frames-max-mb": _float(0.0), "model": _model, "detector": _choice(DETECTORS), "detector-model": _path,
-    "threads": _int(1, 64), "min-face": _int(1), "max-faces": _int(1, 1000),
-    "score-threshold": _float(0.0, 1.0), "passes": _int(1, MAX_PASSES), "log-level": _choice(LOG_LEVELS),
-    "mqtt": _mqtt_url, "mqtt-ca": _path, "mqtt-password-file": _path, "mqtt-device": _name,
-    "mqtt-ha-discovery": _bool, "metrics-file": _path,
-}
-PATH_KEYS = {"inbox", "out", "done", "failed", "frames-dir", "model", "detector-model", "mqtt-ca",
-             "mqtt-password-file", "metrics-file"}
-assert set(CHECKS) == set(KEYS), "every setting needs a checker"
+
+def reference_markdown() -> str:
+    """The settings reference of docs/settings.md, made from WatchSettings."""
+    rows = ["| key (config file) and option | default | what |", "|---|---|---|"]
+    for f in fields(WatchSettings):
+        default = "none" if f.default is None else ",".join(f.default) if isinstance(f.default, tuple) \
+            else str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
+        flags = ", ".join(f"`{x}`" for x in f.metadata["flags"])
+        key = key_of(f.name)
+        rows.append(f"| `{key}` (`--{key}`{', ' + flags if flags else ''}) | {default} | "
+                    f"{f.metadata['help'].replace('|', '/')} |")
+    return "\n".join(rows) + "\n"
 
 
 def _suggest(key: str) -> str:

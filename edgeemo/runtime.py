@@ -24,13 +24,7 @@ from .crop import FaceGeometry
 from .errors import EdgeemoError, SetupError
 from .modelfile import ModelFileError
 
-DEFAULT_MODEL_NAME = "edgeemo-default.tflite"
-# The models shipped inside the package, by the names --model takes (``--model fast``). A file of the same
-# name in the working folder is reached as ./fast.
-SHIPPED_MODELS = {"default": DEFAULT_MODEL_NAME, "fast": "edgeemo-fast.tflite"}
-# The most model passes one face can get: the first view, its mirror image, and two further views, each
-# mirrored (the shipped default's full averaging). ``passes`` (the --passes knob) is 1 up to this.
-MAX_PASSES = 6
+from .options import DEFAULT_MODEL_NAME, MAX_PASSES, SHIPPED_MODELS  # noqa: F401 (the names --model takes)
 # Averaging (models with "flip_average" or "view_fractions"): the mirrored pass and the further views are
 # skipped for a face whose first answer is already this confident. On FER2013 val/ (3,561 faces) the shipped
 # model gets 69.03% so, at 2.97 model runs per face, the same as with all 6 runs for every face

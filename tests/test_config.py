@@ -1,6 +1,8 @@
 """edgeemo.config on its own: defaults, the file, the command line, and resolve's cross-checks."""
 from __future__ import annotations
 
+from pathlib import Path
+
 
 import pytest
 from hypothesis import given, settings
@@ -79,3 +81,26 @@ def test_any_value_for_any_key_is_taken_or_refused_with_a_setup_error(tmp_path_f
         load_file(cfg)
     except SetupError as exc:
         assert str(cfg) in str(exc)
+
+
+def test_every_setting_is_declared_once_and_documented():
+    """The watch command's options, the config file's keys, the checks and docs/settings.md all come from
+    WatchSettings' fields."""
+    from dataclasses import fields
+
+    from typer.testing import CliRunner
+
+    from edgeemo import config
+    from edgeemo.cli import app
+    root = Path(__file__).resolve().parents[1]
+    names = [config.key_of(f.name) for f in fields(WatchSettings)]
+    assert list(config.KEYS) == names and set(config.CHECKS) == set(names)
+    doc = (root / "docs" / "settings.md").read_text()
+    assert config.reference_markdown() in doc, ("docs/settings.md is out of date: run python -c \"import "
+                                                "edgeemo.config as c; print(c.reference_markdown())\" and paste it")
+    for key in names:
+        assert f"| `{key}` (`--{key}`" in doc
+    help_text = CliRunner().invoke(app, ["watch", "--help"], terminal_width=300).output
+    for key in names:
+        if key != "inbox":
+            assert f"--{key}" in help_text, key

@@ -20,7 +20,6 @@ os.environ.setdefault("TYPER_USE_RICH", "0")
 import typer  # noqa: E402
 from typer.core import TyperGroup  # noqa: E402
 
-from . import atomic  # noqa: E402
 from .errors import EdgeemoError  # noqa: E402
 from .options import MODEL_HELP, Detector, DetectorModel, Passes  # noqa: E402
 
@@ -168,7 +167,7 @@ def info(
 ):
     """Show a model's embedded metadata and its cost: labels, input, preprocessing, data set, metrics,
     multiply-accumulates per pass and passes per face."""
-    from .runtime import SHIPPED_MODELS, SKIP_MIRROR_AT, Model, shipped_model_path
+    from .runtime import SHIPPED_MODELS, SKIP_MIRROR_AT, SOFT_MARGIN, Model, shipped_model_path
     if model is not None and model_opt is not None and model != model_opt:
         raise typer.BadParameter("give the model once, as an argument or with --model", param_hint="--model")
     m = Model(model or model_opt, passes=passes)
@@ -189,7 +188,8 @@ def info(
                    f"copy of each face (the model was trained on blurred pictures)")
     if data.get("flip_average"):
         typer.echo(f"mirror      a face whose answer is below {SKIP_MIRROR_AT} confident is classified mirrored too; "
-                   "the answers are averaged")
+                   f"the answers are averaged (blended in gradually from {SKIP_MIRROR_AT + SOFT_MARGIN:g} down to "
+                   f"{SKIP_MIRROR_AT - SOFT_MARGIN:g})")
     if data.get("view_fractions"):
         typer.echo(f"views       a face whose answer is below {SKIP_MIRROR_AT} confident is also classified at "
                    f"{', '.join(f'{f:g}' for f in data['view_fractions'])} of its frame"
@@ -347,14 +347,8 @@ def report(
         if value and t is None:
             raise typer.BadParameter(f"{value!r}: not an ISO 8601 date or time", param_hint=name)
         window.append(t)
-    rp._plt()                       # the extra is there, before reading a million records
-    fig, tally = rp.build(results, by, window[0], window[1], truth, gallery,
-                          warn=lambda m: typer.echo(f"edgeemo: warning: {m}", err=True))
-    page = rp.render(fig, tally, [str(p) for p in results])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic.write_text(out, page)
-    if as_json:
-        as_json.write_text(json.dumps(fig, indent=1) + "\n", encoding="utf-8")
+    fig = rp.write(results, out, by, window[0], window[1], truth, gallery, as_json,
+                   warn=lambda m: typer.echo(f"edgeemo: warning: {m}", err=True))
     typer.echo(rp.summary_text(fig))
     typer.echo(f"wrote {out}" + (f" and {as_json}" if as_json else ""), err=True)
 

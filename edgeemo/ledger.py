@@ -17,7 +17,7 @@ import stat
 import threading
 from pathlib import Path
 
-from . import atomic
+from . import atomic, jsonl
 from .imageio import MAX_FILE_BYTES
 
 log = logging.getLogger("edgeemo")
@@ -79,10 +79,10 @@ class Mover:
     def _orphan_of(json_path: Path, rec: dict) -> bool:
         """An error file without its image, written for this very record before a crash."""
         try:
-            data = json.loads(json_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = jsonl.parse(json_path.read_bytes())
+        except OSError:
             return False
-        return isinstance(data, dict) and data.get("file") == rec.get("file") and data.get("sha256") == rec.get("sha256")
+        return data is not None and data.get("file") == rec.get("file") and data.get("sha256") == rec.get("sha256")
 
     @staticmethod
     def _check(path: Path, expect: tuple[int, int] | None) -> None:
@@ -181,8 +181,8 @@ class Attempts:
     @staticmethod
     def _read(p: Path) -> tuple[str, int]:
         """(name, count) of a marker: JSON, so any name survives (newlines, bytes that are not UTF-8)."""
-        data = json.loads(p.read_text(encoding="ascii"))
-        return str(data["name"]), int(data["count"])
+        data = jsonl.parse(p.read_bytes())
+        return str(data["name"]), int(data["count"])        # TypeError when it is no marker (None)
 
     def count(self, name: str) -> int:
         try:

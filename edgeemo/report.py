@@ -14,6 +14,7 @@ import datetime as dt
 import heapq
 import html
 import io
+import json
 import logging
 import os
 from collections import Counter, defaultdict
@@ -21,7 +22,7 @@ from pathlib import Path
 from string import Template
 from typing import Iterable, Iterator
 
-from . import jsonl
+from . import atomic, jsonl
 from .errors import SetupError
 from .labels import LABELS
 
@@ -418,6 +419,20 @@ def render(fig: dict, tally: Tally, sources: list[str]) -> str:
         chart_emotions=ch["emotions"], chart_timeline=ch.get("timeline", "<p class=note>No timestamps: no timeline.</p>"),
         chart_sources=ch.get("sources", ""), chart_confidence=ch["confidence"],
         chart_faces_per_image=ch["faces_per_image"], chart_sizes=ch["sizes"], truth=truth, gallery=gallery)
+
+
+def write(results, out: Path, by: str = "hour", since=None, until=None, truth: str | None = None, gallery: int = 0,
+          as_json: Path | None = None, warn=lambda message: None) -> dict:
+    """The whole `edgeemo report`: read the records of ``results`` (paths of results.jsonl files), write the
+    page to ``out`` (atomically) and, with ``as_json``, every figure as JSON; return the figures."""
+    _plt()                          # the extra is there, before reading a million records
+    fig, tally = build(results, by, since, until, truth, gallery, warn=warn)
+    page = render(fig, tally, [str(p) for p in results])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_text(out, page)
+    if as_json:
+        atomic.write_text(as_json, json.dumps(fig, indent=1) + "\n")
+    return fig
 
 
 def build(paths: list[Path], by: str = "hour", since=None, until=None, truth=None, gallery: int = 0,

@@ -27,8 +27,8 @@ from .modelfile import ModelFileError
 from .options import DEFAULT_MODEL_NAME, MAX_PASSES, SHIPPED_MODELS  # noqa: F401 (the names --model takes)
 # Averaging (models with "flip_average" or "view_fractions"): the mirrored pass and the further views are
 # skipped for a face whose first answer is already this confident. On FER2013 val/ (3,561 faces) the shipped
-# model gets 69.03% so, at 2.97 model runs per face, the same as with all 6 runs for every face
-# (`python bench/view_average.py`).
+# model gets 69.00% so, at 3.11 model runs per face (with SOFT_MARGIN), about the same as with all 6 runs for
+# every face (`python bench/view_average.py`).
 SKIP_MIRROR_AT = 0.6
 # ...but not as a hard cut: a face whose first answer's confidence c lies within SOFT_MARGIN of the threshold
 # gets w * first + (1 - w) * average, w = (c - (threshold - margin)) / (2 * margin). The answer then moves

@@ -147,3 +147,26 @@ def test_a_bad_model_with_workers_is_one_clear_error(small_files, tmp_path):
     assert err.strip().splitlines() == [f"edgeemo: error: {bad}: not a TFLite model (the file identifier TFL3 is "
                                         f"missing)"], err       # said once, by the parent; no worker traceback
     assert not records(tmp_path / "out")
+
+
+def test_batch_run_is_the_python_api_of_classify(tmp_path, data_dir, device_model):
+    """`edgeemo classify` is batch.run: callable from Python, with a summary, --resume and a stop request."""
+    import shutil
+
+    from edgeemo import batch
+    from edgeemo.pipeline import ClassifierOptions
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("2008_001322.jpg", "dogs.jpg"):
+        shutil.copy(data_dir / "scenes" / name, photos / name)
+    (photos / "junk.jpg").write_bytes(b"not a picture")
+    opts = ClassifierOptions(device_model, "yunet")
+    said = []
+    s = batch.run([photos], opts, tmp_path / "out", ("jsonl", "csv"), jobs=1, echo=said.append)
+    assert (s.images, s.status["unreadable"], s.skipped, s.stopped) == (3, 1, 0, False)
+    assert s.faces == sum(s.labels.values()) >= 3 and "3 images in" in s.text()
+    assert s.result_paths == [tmp_path / "out" / "results.jsonl", tmp_path / "out" / "results.csv"]
+    again = batch.run([photos], opts, tmp_path / "out", ("jsonl", "csv"), jobs=1, resume="stat", echo=said.append)
+    assert (again.images, again.skipped) == (0, 3) and any("resuming: 3 inputs" in m for m in said)
+    stopped = batch.run([photos], opts, tmp_path / "out2", ("jsonl",), jobs=1, stop=lambda: True)
+    assert stopped.stopped and stopped.images == 0 and stopped.left == 3

@@ -43,21 +43,6 @@ def test_resolve_refuses_what_cannot_run(given, message):
         resolve(given)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("workers = \"two\"", "workers = 'two' is not valid"),
-    ("wokers = 2", "unknown key 'wokers'"),
-    ("[watch]\ninbox = \"x\"", "unexpected table"),
-    ("[mqtt]\nhost = \"x\"", "unknown key 'host' in \\[mqtt\\]"),
-    ("inbox = ", "not valid TOML"),
-])
-def test_the_file_errors_name_the_file_and_the_key(tmp_path, text, message):
-    cfg = tmp_path / "bad.toml"
-    cfg.write_text(text)
-    with pytest.raises(SetupError, match=message) as info:
-        load_file(cfg)
-    assert str(cfg) in str(info.value)
-
-
 toml_values = st.one_of(st.integers(-10**20, 10**20), st.floats(allow_nan=True), st.booleans(),
                         st.text(max_size=20), st.lists(st.integers(), max_size=3))
 

@@ -312,6 +312,7 @@ def _cli(*args):
     ('detector = "retina"\n', "expected one of auto, yunet, haar, none"),
     ('[watch]\nworkers = 2\n', "unexpected table [watch]"),
     ('workers = \n', "not valid TOML"),
+    ('[mqtt]\nhost = "x"\n', "unknown key 'host' in [mqtt]"),
 ])
 def test_config_errors_stop_the_start_with_exit_2(tmp_path, content, message):
     cfg = tmp_path / "edgeemo.toml"

@@ -33,6 +33,8 @@ import numpy as np
 
 from .errors import EdgeemoError
 from .jsonl import read as read_jsonl
+from .record import RecordError
+from .record import check as check_record
 
 log = logging.getLogger("edgeemo")
 SORT_LIMIT = 10_000
@@ -115,8 +117,17 @@ class Done:
     def load(cls, jsonl: Path, mode: str) -> "Done":
         keys: list[int] = []
         if jsonl.exists():
-            for _, rec in read_jsonl(jsonl):
-                if rec is None or not rec.get("file"):
+            skipped = 0
+            for n, rec in read_jsonl(jsonl):
+                try:
+                    check_record(rec)
+                except RecordError as exc:
+                    skipped += 1
+                    if skipped <= 5:
+                        log.warning("%s, line %d: not a result record (%s); --resume ignores it", jsonl, n,
+                                    "not JSON, or torn" if rec is None else exc)
+                    continue
+                if not rec.get("file"):
                     continue
                 if mode == "hash":
                     if rec.get("sha256"):

@@ -109,9 +109,8 @@ def _mqtt_url(v):
 
 
 def _name(v):
-    if not isinstance(v, str) or not v.strip() or any(c in v for c in "/+#"):
-        raise ValueError("a device name without / + or #")
-    return v.strip()
+    from .mqtt import check_device_name
+    return check_device_name(v.strip() if isinstance(v, str) else v)
 
 
 def setting(default, check, help: str, *flags: str, path: bool = False, cli: type = str):

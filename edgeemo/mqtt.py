@@ -99,18 +99,34 @@ def read_password(path: str | os.PathLike | None) -> str | None:
     return os.environ.get(PASSWORD_ENV) or None
 
 
-def device_name(given: str | None = None) -> str:
-    name = given or socket.gethostname().split(".")[0] or "edgeemo"
-    if any(c in name for c in "+#/") or not name:
-        raise SetupError(f"--mqtt-device {name!r}: a device name may not hold / + or #")
+MAX_DEVICE_NAME = 64
+
+
+def check_device_name(name) -> str:
+    """A device name that an MQTT topic level can carry and a file, a CSV cell or a page can show: 1 to
+    MAX_DEVICE_NAME characters, none of / + # and no control character (NUL included). ValueError otherwise."""
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_DEVICE_NAME:
+        raise ValueError(f"a device name of 1 to {MAX_DEVICE_NAME} characters")
+    if any(c in name for c in "/+#") or any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise ValueError("a device name without / + # or control characters")
     return name
 
 
-def make_client(broker: Broker, client_id: str, *, clean: bool = True, will: tuple[str, str] | None = None):
-    """A paho client for ``broker`` (not connected yet); MQTT 3.1.1, so that any broker will do."""
+def device_name(given: str | None = None) -> str:
+    name = given or socket.gethostname().split(".")[0] or "edgeemo"
+    try:
+        return check_device_name(name)
+    except ValueError as exc:
+        raise SetupError(f"--mqtt-device {name[:80]!r}: not valid; expected {exc}") from None
+
+
+def make_client(broker: Broker, client_id: str, *, clean: bool = True, will: tuple[str, str] | None = None,
+                manual_ack: bool = False):
+    """A paho client for ``broker`` (not connected yet); MQTT 3.1.1, so that any broker will do. With
+    ``manual_ack`` a received QoS 1 message is acknowledged only by ``client.ack``."""
     mqtt = paho()
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean,
-                    protocol=mqtt.MQTTv311)
+                    protocol=mqtt.MQTTv311, manual_ack=manual_ack)
     if broker.user is not None:
         c.username_pw_set(broker.user, broker.password)
     if broker.tls:

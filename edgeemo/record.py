@@ -40,3 +40,83 @@ def summary(rec: dict) -> str:
     labels = Counter(f["label"] for f in faces)
     return (f"{len(faces)} face{'s' if len(faces) != 1 else ''}: "
             + ", ".join(f"{lab} {n}" for lab, n in labels.most_common()))
+
+
+# --- the one record validator ------------------------------------------------------------------------------------
+# Every reader of result records (edgeemo collect, classify --resume, edgeemo report) takes a record only if it has
+# the shape above; anything else is refused with the field that is wrong, never half-used.
+
+MAX_TEXT = 4096                 # a file name, an error message, a device name...
+MAX_FACES = 1000
+MAX_LABELS = 64
+MAX_SIDE = 1_000_000            # pixels
+
+
+class RecordError(ValueError):
+    """Not an edgeemo result record: the message names the field."""
+
+
+def _text(rec: dict, key: str, optional: bool = True, limit: int = MAX_TEXT) -> None:
+    v = rec.get(key)
+    if v is None and optional:
+        return
+    if not isinstance(v, str) or len(v) > limit:
+        raise RecordError(f"{key!r} must be {'null or ' if optional else ''}a string of at most {limit} characters")
+
+
+def _number(v, what: str, lo: float, hi: float, integer: bool = False):
+    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+    if not ok or isinstance(v, bool) or not (lo <= v <= hi):       # NaN fails lo <= v; inf fails v <= hi
+        raise RecordError(f"{what} must be {'an integer' if integer else 'a number'} from {lo:g} to {hi:g}")
+    return v
+
+
+def check(rec) -> dict:
+    """``rec`` itself if it is a result record of the shape above (extra keys allowed), else RecordError."""
+    if not isinstance(rec, dict):
+        raise RecordError("a record must be a JSON object")
+    if rec.get("status") not in STATUSES:
+        raise RecordError(f"'status' must be one of {', '.join(STATUSES)}")
+    for key in ("file", "sha256", "error", "time", "frame_time", "device", "id"):
+        _text(rec, key)
+    for key in ("width", "height"):
+        if rec.get(key) is not None:
+            _number(rec[key], repr(key), 0, MAX_SIDE, integer=True)
+    for key in ("size", "mtime_ns"):
+        if rec.get(key) is not None:
+            _number(rec[key], repr(key), -2**63, 2**63 - 1, integer=True)
+    model = rec.get("model")
+    if model is not None:
+        if not isinstance(model, dict):
+            raise RecordError("'model' must be an object")
+        _text(model, "name")
+        _text(model, "sha256")
+    faces = rec.get("faces", [])
+    if not isinstance(faces, list) or len(faces) > MAX_FACES:
+        raise RecordError(f"'faces' must be a list of at most {MAX_FACES}")
+    for i, face in enumerate(faces):
+        _check_face(face, i)
+    return rec
+
+
+def _check_face(face, i: int) -> None:
+    where = f"faces[{i}]"
+    if not isinstance(face, dict):
+        raise RecordError(f"{where} must be an object")
+    box = face.get("box")
+    if not isinstance(box, list) or len(box) != 4:
+        raise RecordError(f"{where}.box must be a list of 4 integers")
+    for v in box:
+        _number(v, f"{where}.box", -MAX_SIDE, MAX_SIDE, integer=True)
+    for key in ("score", "confidence"):
+        if face.get(key) is not None or key == "confidence":
+            _number(face.get(key), f"{where}.{key}", 0.0, 1.0)
+    _text(face, "label", optional=False, limit=MAX_LABELS)
+    probs = face.get("probs")
+    if probs is not None:
+        if not isinstance(probs, dict) or len(probs) > MAX_LABELS:
+            raise RecordError(f"{where}.probs must be an object of at most {MAX_LABELS} labels")
+        for k, v in probs.items():
+            if len(k) > MAX_LABELS:
+                raise RecordError(f"{where}.probs has a label longer than {MAX_LABELS} characters")
+            _number(v, f"{where}.probs[{k[:20]!r}]", 0.0, 1.0)

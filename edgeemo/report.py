@@ -25,6 +25,8 @@ from typing import Iterable, Iterator
 from . import atomic, jsonl
 from .errors import SetupError
 from .labels import LABELS
+from .record import RecordError
+from .record import check as check_record
 
 log = logging.getLogger("edgeemo")
 
@@ -59,10 +61,13 @@ def read_records(paths: Iterable[Path], counts: Counter, warn=log.warning) -> It
                 if not line.strip():
                     continue
                 rec = jsonl.parse(line)
-                if rec is None or "status" not in rec:
+                try:
+                    check_record(rec)
+                except RecordError as exc:
                     counts["malformed"] += 1
                     if counts["malformed"] <= 5:
-                        warn(f"{path}, line {n}: not a result record (torn or malformed); skipped")
+                        why = "not JSON, or torn" if rec is None else str(exc)
+                        warn(f"{path}, line {n}: not a result record ({why}); skipped")
                     continue
                 yield rec
 

@@ -68,3 +68,21 @@ def daemon_factory(tmp_path, device_model):
     yield make
     for d in made:
         d.__exit__()
+
+
+@pytest.fixture()
+def broker(tmp_path):
+    """A real mosquitto on a loopback port (tests/broker_harness.py), stopped after the test."""
+    from broker_harness import Mosquitto
+    b = Mosquitto(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture()
+def secret(tmp_path):
+    """The broker's password in a file, as --mqtt-password-file takes it."""
+    from broker_harness import PASSWORD
+    p = tmp_path / "mqtt-password"
+    p.write_text(PASSWORD + "\n")
+    return p

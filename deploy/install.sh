@@ -74,7 +74,9 @@ done
 [[ $PURGE -eq 0 || $UNINSTALL -eq 1 ]] || die "--purge goes with --uninstall"
 if [[ -n $DESTDIR ]]; then
     [[ $DESTDIR == /* ]] || DESTDIR="$(pwd)/$DESTDIR"
-    DESTDIR="${DESTDIR%/}"
+    # the real folder it names: "//", "/./" or a link to / would stage into the real /etc, skipping the user
+    DESTDIR="$(realpath -m -- "$DESTDIR")"
+    [[ $DESTDIR != / ]] || die "--destdir $DESTDIR is the real system's root; leave --destdir out to install for real"
 fi
 
 PREFIX=/opt/edgeemo

@@ -114,7 +114,10 @@ class Done:
         self.keys, self.mode = keys, mode
 
     @classmethod
-    def load(cls, jsonl: Path, mode: str) -> "Done":
+    def load(cls, jsonl: Path, mode: str, warn=None) -> "Done":
+        """The inputs recorded in ``jsonl``; a line that is no record is ignored, and named (the first five)
+        through ``warn`` (default: the log)."""
+        warn = warn or (lambda message: log.warning("%s", message))
         keys: list[int] = []
         if jsonl.exists():
             skipped = 0
@@ -124,8 +127,8 @@ class Done:
                 except RecordError as exc:
                     skipped += 1
                     if skipped <= 5:
-                        log.warning("%s, line %d: not a result record (%s); --resume ignores it", jsonl, n,
-                                    "not JSON, or torn" if rec is None else exc)
+                        warn(f"{jsonl}, line {n}: not a result record "
+                             f"({'not JSON, or torn' if rec is None else exc}); --resume ignores it")
                     continue
                 if not rec.get("file"):
                     continue
@@ -380,7 +383,8 @@ def run(paths, options, out: Path | None = None, formats=("jsonl",), annotate: P
     from .results import ResultFiles, StdoutWriter
     paths = [Path(p) for p in paths]
     jobs = usable_cores() if jobs is None else jobs
-    done = Done.load(out / "results.jsonl", resume) if resume else None
+    done = Done.load(out / "results.jsonl", resume, warn=lambda m: echo(f"edgeemo: warning: {m}")) \
+        if resume else None
     inputs = walk(paths, recursive)
     first = [p for _, p in zip(range(2), inputs)]
     if len(first) < 2:

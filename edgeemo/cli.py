@@ -124,6 +124,8 @@ def classify(
                                        "process. With more, records are written in completion order."),
     resume: Optional[str] = typer.Option(None, "--resume", help="With --out: skip inputs that already have a "
                                          "record (same path, size and mtime; --resume=hash: same path and sha256)."),
+    allow_system_path: bool = typer.Option(False, "--allow-system-path", help="Allow --out and --annotate in "
+                                           "system folders (/etc, /usr, ...), refused by default."),
 ):
     """Classify the faces in images; one record per image (JSON Lines and/or CSV)."""
     from . import batch
@@ -137,6 +139,11 @@ def classify(
                                  param_hint="--resume")
     if jobs is not None and jobs < 1:
         raise typer.BadParameter(f"{jobs}: at least 1", param_hint="--jobs")
+    if not allow_system_path:
+        from .folders import refuse_system_folder
+        for path, what, option in ((out, "results folder", "--out"), (annotate, "annotated copies", "--annotate")):
+            if path is not None:
+                refuse_system_folder(path, what, option)
     options = ClassifierOptions(model, detector, detector_model, threads, min_face, max_faces, score_threshold,
                                 passes)
     caught = []

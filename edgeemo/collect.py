@@ -22,11 +22,9 @@ import json
 import logging
 import signal
 import threading
-import time
 from pathlib import Path
 
 from . import jsonl
-from .errors import SetupError
 from .labels import LABELS
 from .mqtt import Broker, check_device_name, diagnose, make_client, reason_text
 from .record import RecordError, now_iso

@@ -15,6 +15,7 @@ Precedence: command line, then the file, then the built-in defaults (and, for ``
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -32,6 +33,8 @@ SAVE_FRAMES = ("none", "with-faces", "all")
 def _path(v):
     if not isinstance(v, (str, Path)) or not str(v).strip():
         raise ValueError("a path (a non-empty string)")
+    if "\0" in str(v):
+        raise ValueError("a path without NUL characters")
     return Path(v).expanduser()
 
 
@@ -57,9 +60,9 @@ def _float(lo, hi=None, lo_open=True):
         ok = not isinstance(v, bool) and isinstance(v, (int, float))
         if ok:
             v = float(v)
-            ok = (v > lo if lo_open else v >= lo) and (hi is None or v <= hi) and v == v
+            ok = (v > lo if lo_open else v >= lo) and (hi is None or v <= hi) and math.isfinite(v)
         if not ok:
-            raise ValueError(f"a number {'above' if lo_open else 'from'} {lo}" + (f" up to {hi}" if hi else ""))
+            raise ValueError(f"a finite number {'above' if lo_open else 'from'} {lo}" + (f" up to {hi}" if hi else ""))
         return v
     return check
 
@@ -169,6 +172,9 @@ class WatchSettings:
     mqtt_ha_discovery: bool = setting(False, _bool, "Announce Home Assistant sensors (MQTT discovery).", cli=bool)
     metrics_file: Path | None = setting(None, _path, "Write Prometheus metrics here every 5 s, for "
                                         "node_exporter's textfile collector (needs [metrics]).", path=True, cli=Path)
+    allow_system_path: bool = setting(False, _bool, "Allow the inbox, the output folders and the metrics file "
+                                      "in system folders (/etc, /usr, /bin, /sbin, /lib, /boot, /proc, /sys, /dev), "
+                                      "which are refused by default [no].", cli=bool)
 
     def classifier_options(self):
         """The ClassifierOptions of these settings (checked there)."""
@@ -226,7 +232,10 @@ def load_file(path: str | Path) -> dict[str, Any]:
     toml = _toml()
     try:
         with open(p, "rb") as fh:
-            raw = toml.load(fh)
+            data = fh.read()
+        if data.startswith(b"\xef\xbb\xbf"):          # a byte order mark, as some Windows editors write
+            data = data[3:]
+        raw = toml.loads(data.decode("utf-8"))
     except FileNotFoundError:
         raise SetupError(f"{p}: config file not found (check --config, or create it from deploy/edgeemo.toml)") from None
     except IsADirectoryError:
@@ -304,6 +313,7 @@ def _complete(s: WatchSettings) -> WatchSettings:
             raise SetupError("--camera needs --out DIR (or out in the config file) for the results")
         if s.frames_dir is None:
             s.frames_dir = s.out / "frames"
+        _refuse_system_folders(s)
         return s
     s.done = s.done or s.inbox / "done"
     s.failed = s.failed or s.inbox / "failed"
@@ -313,4 +323,15 @@ def _complete(s: WatchSettings) -> WatchSettings:
             raise SetupError(f"the {name} folder is the inbox itself ({s.inbox}); use another folder")
     if s.done == s.failed:
         raise SetupError(f"done and failed are the same folder ({s.done}); use two folders")
+    _refuse_system_folders(s)
     return s
+
+
+def _refuse_system_folders(s: WatchSettings) -> None:
+    if s.allow_system_path:
+        return
+    from .folders import refuse_system_folder
+    for name, what in (("inbox", "inbox"), ("out", "results folder"), ("done", "done folder"),
+                       ("failed", "failed folder"), ("frames_dir", "frames folder"), ("metrics_file", "metrics file")):
+        if getattr(s, name) is not None:
+            refuse_system_folder(getattr(s, name), what, f"--{key_of(name)}")

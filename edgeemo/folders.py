@@ -11,6 +11,9 @@ from pathlib import Path
 
 from .errors import SetupError, StartError
 
+# Folders of the system that no inbox, output or metrics path may be, or lie under, unless the user says so
+# (--allow-system-path): run as root, a typo there would move or overwrite the system's own files.
+SYSTEM_DIRS = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/boot", "/proc", "/sys", "/dev")
 OWNER_FILE = ".edgeemo.pid"     # in the results folder (the service's, not the producers'): who holds the locks
 
 
@@ -84,3 +87,21 @@ def prepare_folder(path: Path, what: str, create: bool = True) -> Path:
         raise StartError(f"{path}: the {what} folder is not writable by this user (uid {os.getuid()}); fix its "
                          f"owner or mode, or, under systemd, its ReadWritePaths=")
     return path
+
+
+def system_folder(path: Path) -> str | None:
+    """The system folder (SYSTEM_DIRS) that ``path`` is or lies under, links resolved; None when it is none."""
+    real = os.path.realpath(os.path.abspath(os.fspath(path)))
+    for d in SYSTEM_DIRS:
+        if real == d or real.startswith(d + "/"):
+            return d
+    return None
+
+
+def refuse_system_folder(path: Path, what: str, option: str) -> None:
+    """SetupError when ``path`` is or lies under a system folder."""
+    d = system_folder(path)
+    if d is not None:
+        raise SetupError(f"{option} {path}: the {what} lies in the system folder {d}; edgeemo refuses it so that a "
+                         f"typo cannot move or overwrite system files. Choose another path, or give "
+                         f"--allow-system-path (allow-system-path = true in the config file) if you mean it")

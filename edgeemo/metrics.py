@@ -1,17 +1,24 @@
 """Health without a listener: Prometheus text format written to a file every few seconds, for
 node_exporter's textfile collector (``--metrics-file``), and ``edgeemo status`` reading it back for a person.
 
-The format is written by prometheus-client (``write_to_textfile``: a temporary file, then a rename, so a
-reader never sees half a file); it is in the ``[metrics]`` extra. The daemon opens no port.
+The format is made by prometheus-client (the ``[metrics]`` extra) and written by ``edgeemo.atomic`` (a
+temporary file, flushed, then a rename, so a reader never sees half a file). The daemon opens no port. A file
+at that path that edgeemo did not write (another program's, a link) is never replaced: the start fails
+instead. ``edgeemo status`` says "unknown", with exit status 1, for a file that is empty (a power cut can
+leave one), damaged or not edgeemo's, never "healthy".
 """
 from __future__ import annotations
 
 import logging
+import math
+import os
+import stat
 import threading
 import time
 from pathlib import Path
 
-from .errors import SetupError
+from . import atomic
+from .errors import EdgeemoError, SetupError
 from .labels import LABELS
 
 log = logging.getLogger("edgeemo")
@@ -19,6 +26,34 @@ log = logging.getLogger("edgeemo")
 EXTRA_HELP = "install the metrics extra: pip install 'edgeemo[metrics]'"
 INTERVAL = 5.0
 STATUSES = ("ok", "no_face", "unreadable", "error")
+OURS = b"# HELP edgeemo_"       # how every metrics file edgeemo writes begins
+
+
+class StatusUnknown(EdgeemoError):
+    """The metrics file cannot tell how the daemon is: empty, damaged, or not edgeemo's (exit status 1)."""
+
+    exit_code = 1
+
+
+def check_ours(path: Path) -> None:
+    """SetupError unless ``path`` is absent, empty, or a metrics file edgeemo wrote: another program's file (or
+    a link, a folder, a device) is never replaced."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise SetupError(f"--metrics-file {path}: cannot look at it ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise SetupError(f"--metrics-file {path} is {kind}; edgeemo writes only its own file there: choose "
+                         f"another path")
+    if st.st_size:
+        with open(path, "rb") as fh:
+            head = fh.read(len(OURS))
+        if head != OURS:
+            raise SetupError(f"--metrics-file {path} exists and is not a metrics file edgeemo wrote; it is never "
+                             f"replaced: choose another path, or remove it if it is yours to lose")
 
 
 def _prometheus():
@@ -94,7 +129,7 @@ class MetricsFile:
 
     def write(self) -> None:
         try:
-            self.pc.write_to_textfile(str(self.path), self.registry)
+            atomic.write_bytes(self.path, self.pc.generate_latest(self.registry))
             self._warned = False
         except OSError as exc:
             if not self._warned:
@@ -107,30 +142,46 @@ class MetricsFile:
             self.write()
 
     def start(self) -> None:
+        check_ours(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.write()
         self._thread.start()
 
     def stop(self) -> None:
         self.stop_event.set()
-        self._thread.join(timeout=2)
-        self.write()
+        if self._thread.ident is not None:         # started (a start refused before that writes nothing)
+            self._thread.join(timeout=2)
+            self.write()
 
 
 def read(path: Path) -> dict[str, list[tuple[dict, float]]]:
-    """The samples of a metrics file: name -> [(labels, value)]."""
-    pc, _, _ = _prometheus()
+    """The samples of a metrics file edgeemo wrote: name -> [(labels, value)]. StatusUnknown when the file is
+    empty, damaged or not edgeemo's."""
+    _prometheus()
     from prometheus_client.parser import text_string_to_metric_families
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise SetupError(f"{path}: no metrics file (start the daemon with --metrics-file {path})") from None
     except OSError as exc:
         raise SetupError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    unknown = f"{path}: status unknown:"
+    if not data.strip():
+        raise StatusUnknown(f"{unknown} the file is empty (a power cut can leave it so; the daemon rewrites it "
+                            f"every {INTERVAL:.0f} s: is it running?)")
     out: dict[str, list[tuple[dict, float]]] = {}
-    for fam in text_string_to_metric_families(text):
-        for s in fam.samples:
-            out.setdefault(s.name, []).append((s.labels, s.value))
+    try:
+        if b"\0" in data:
+            raise ValueError("it holds NUL bytes")
+        for fam in text_string_to_metric_families(data.decode("utf-8")):
+            for s in fam.samples:
+                if not math.isfinite(s.value):
+                    raise ValueError(f"{s.name} is {s.value}")
+                out.setdefault(s.name, []).append((s.labels, s.value))
+    except Exception as exc:  # noqa: BLE001 - the parser raises ValueError, TypeError, IndexError...
+        raise StatusUnknown(f"{unknown} the file is damaged ({str(exc)[:200] or type(exc).__name__})") from None
+    if "edgeemo_up_seconds" not in out:
+        raise StatusUnknown(f"{unknown} not a metrics file of edgeemo watch (no edgeemo_up_seconds)")
     return out
 
 

@@ -234,6 +234,10 @@ def _plt():
         raise SetupError(f"`edgeemo report` draws its charts with matplotlib, which is not installed; "
                          f"{EXTRA_HELP}") from None
     plt.rcParams["svg.fonttype"] = "none"
+    # every text is literal: a device name such as "$\\foo$" (any MQTT publisher chooses its own) is not
+    # mathtext, which would fail to parse and take the whole page down
+    plt.rcParams["text.parse_math"] = False
+    plt.rcParams["text.usetex"] = False
     return plt
 
 
@@ -301,7 +305,7 @@ def charts(fig: dict, tally: Tally) -> dict[str, str]:
             vals = [fig["sources"][n].get(lab, 0) for n in names]
             ax.barh(range(len(names)), vals, left=left, color=COLORS[lab], label=lab)
             left = [a + b for a, b in zip(left, vals)]
-        ax.set_yticks(range(len(names)), names)
+        ax.set_yticks(range(len(names)), [n if len(n) <= 40 else n[:39] + "…" for n in map(str, names)])
         ax.set_title("Faces per camera / device")
         ax.legend(ncol=7, fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.15 - 0.3 / max(1, len(names))))
         out["sources"] = _svg(f)

@@ -49,7 +49,8 @@ def jsonl_bytes(rec: dict) -> bytes:
     """One JSON line. A file name that is not UTF-8 (Python holds its bytes as lone surrogates) is written
     as JSON escapes (\\udcff for the byte 0xff): valid JSON, and json.loads + os.fsencode give the name's
     bytes back."""
-    return (json.dumps(rec, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8", "backslashreplace")
+    return (json.dumps(rec, ensure_ascii=False, separators=(",", ":"), allow_nan=False) + "\n").encode(
+        "utf-8", "backslashreplace")
 
 
 def _csv_encode(rows) -> bytes:
@@ -113,13 +114,22 @@ def csv_rows(rec: dict, labels) -> list[list[str]]:
 
 # --- writers ---------------------------------------------------------------------------------------------------
 
+def refuse_link(path: Path) -> None:
+    """Result files are never written through a symbolic link: it could point anywhere the service may write."""
+    if os.path.islink(path):
+        raise ResultsError(f"{path} is a symbolic link (to {os.readlink(path)}); edgeemo never writes results "
+                           f"through a link: remove it, or choose another output folder", config=True)
+
+
 class _AppendFile:
     def __init__(self, path: str | os.PathLike, fsync: bool = False):
         self.path = Path(path)
         self.fsync = fsync
+        refuse_link(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                               0o644)
         except OSError as exc:
             raise ResultsError(f"{self.path}: cannot open for appending results ({exc.strerror or exc})") from None
 
@@ -203,6 +213,9 @@ class ResultFiles:
         self.csv_path = out_dir / "results.csv" if "csv" in formats else None
         self.labels = list(labels)
         self._files: list[_AppendFile] = []
+        for path in (self.jsonl_path, self.csv_path):
+            if path is not None:
+                refuse_link(path)               # before a repair could cut a file the link points at
         try:
             last = self._repair_jsonl() if repair and self.jsonl_path is not None else []
             if repair and self.csv_path is not None and self.csv_path.exists():

@@ -158,8 +158,9 @@ class Service:
         if s.mqtt:
             self._broker()
         if s.metrics_file:
-            from .metrics import _prometheus
+            from .metrics import _prometheus, check_ours
             _prometheus()
+            check_ours(s.metrics_file)
 
     def _start_sidecars(self) -> None:
         s = self.s

@@ -209,3 +209,34 @@ def test_gallery_shows_the_least_confident_faces_only_when_asked(scene_results, 
     thumbs = re.findall(r'<img alt="(\w+) (\d\.\d\d): ', page)
     assert len(thumbs) == 3 and page.count("data:image/jpeg;base64,") == 3
     assert [float(c) for _, c in thumbs] == [round(c, 2) for c in confs[:3]]
+
+
+def test_odd_values_are_refused_line_by_line_and_a_mathtext_device_name_is_shown_as_text(scene_results, tmp_path):
+    """Issue 31: NaN, infinities, 1e309, negative, string or list confidences and string or number boxes each
+    took the page down, -0.5 went into a histogram bin, and a device named $\\foo$ crashed matplotlib."""
+    recs = records(scene_results)
+    ok = next(r for r in recs if r["faces"])
+    face = ok["faces"][0]
+    odd_confidences = ["NaN", "Infinity", "-Infinity", "1e309", "-0.5", '"0.5"', "[0.5]"]
+    lines = [json.dumps(r) for r in recs]
+    for v in odd_confidences:
+        lines.append(json.dumps({**ok, "faces": [{**face, "confidence": "@"}]}).replace('"@"', v))
+    for box in ('"1,2,3,4"', "5", "[1, 2, NaN, 4]"):
+        lines.append(json.dumps({**ok, "faces": [{**face, "box": "@"}]}).replace('"@"', box))
+    devices = ["$\\foo$", "$x^2$ \\\\ {", "<b>kitchen</b>"]
+    for d in devices:
+        lines.append(json.dumps({**ok, "device": d}))
+    src = tmp_path / "results.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    page, js = tmp_path / "report.html", tmp_path / "report.json"
+    res = run("report", src, "--out", page, "--json", js)
+    assert res.exit_code == 0, res.output
+    fig = json.loads(js.read_text())
+    assert fig["malformed_lines"] == len(odd_confidences) + 3
+    assert f"line {len(recs) + 1}: not a result record" in res.output
+    n_faces = sum(len(r["faces"]) for r in recs) + len(devices) * len(ok["faces"])
+    assert sum(fig["labels"].values()) == n_faces                 # no odd face counted anywhere
+    assert set(fig["sources"]) >= {f"device {d}" for d in devices}
+    if CHROMIUM:
+        dom = chromium("--dump-dom", page.as_uri(), cwd=tmp_path)
+        assert dom.returncode == 0 and "$\\foo$" in dom.stdout and "<b>kitchen</b>" not in dom.stdout

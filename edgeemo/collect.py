@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -168,8 +169,12 @@ class Collector:
                             "(%d so far)", topic[:200], len(payload), reason, self.rejected_path, self.malformed)
             entry = {"time": now_iso(), "topic": topic[:1024], "reason": reason[:1024], "bytes": len(payload),
                      "payload": payload[:KEPT_PAYLOAD].decode("utf-8", "backslashreplace")}
-            with open(self.rejected_path, "ab") as fh:
-                fh.write((json.dumps(entry, ensure_ascii=True) + "\n").encode())
+            fd = os.open(self.rejected_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644)
+            try:
+                os.write(fd, (json.dumps(entry, ensure_ascii=True) + "\n").encode())
+            finally:
+                os.close(fd)
 
     def run(self) -> int:
         previous = {s: signal.signal(s, lambda *_: self.stop()) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -358,6 +358,11 @@ class Publisher:
             except OSError as exc:
                 log.error("MQTT: cannot read %s (%s); retrying", self.outbox.results, exc)
                 sent = 0
+            except Exception:  # noqa: BLE001 - the publisher thread outlives any bug; the outbox keeps the records
+                log.exception("MQTT: publishing failed; retrying in 1 s (the records stay in %s)",
+                              self.outbox.results)
+                self.stop_event.wait(1.0)
+                sent = 0
             if not sent:
                 self.stop_event.wait(0.2)
 

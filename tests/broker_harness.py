@@ -30,13 +30,16 @@ def free_port() -> int:
 class Mosquitto:
     """A mosquitto on a free loopback port with a password file and persistence (sessions survive a restart)."""
 
-    def __init__(self, root: Path, tls: dict | None = None):
+    def __init__(self, root: Path, tls: dict | None = None, users: tuple[str, ...] = ()):
+        """``tls``: more mosquitto.conf lines (key value); ``users``: more users, with the same password."""
         self.root = root
         self.tls = tls
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.pwfile = root / "passwd"
         subprocess.run([PASSWD, "-b", "-c", str(self.pwfile), USER, PASSWORD], check=True, capture_output=True)
+        for user in users:
+            subprocess.run([PASSWD, "-b", str(self.pwfile), user, PASSWORD], check=True, capture_output=True)
         os.chmod(self.pwfile, 0o600)
         self.conf = root / "mosquitto.conf"
         # as root, mosquitto would switch to its own user, who cannot read this test's folder
@@ -64,8 +67,8 @@ class Mosquitto:
             self.proc.terminate()
             self.proc.wait(10)
 
-    def url(self, prefix: str = "fleet") -> str:
-        return f"{'mqtts' if self.tls else 'mqtt'}://{USER}@127.0.0.1:{self.port}/{prefix}"
+    def url(self, prefix: str = "fleet", user: str = USER) -> str:
+        return f"{'mqtts' if self.tls and 'cafile' in self.tls else 'mqtt'}://{user}@127.0.0.1:{self.port}/{prefix}"
 
 
 class Subscriber:

@@ -4,6 +4,8 @@ poison message among good ones, before and after a restart of the collector."""
 from __future__ import annotations
 
 import json
+import signal
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -134,3 +136,47 @@ def test_a_poison_message_does_not_make_a_real_collector_deaf_before_or_after_a_
     reasons = [json.loads(x)["reason"] for x in (central / "rejected.jsonl").read_text().splitlines()]
     assert len(reasons) == 3 and "names device 'hall'" in reasons[2]
     assert "set aside in" in (tmp_path / "collect.log").read_text()
+
+
+@pytest.mark.skipif(MOSQUITTO is None, reason="needs mosquitto (.ci/run installs it)")
+def test_the_shipped_mosquitto_acl_keeps_each_device_to_its_own_name(tmp_path, secret, device_model):
+    """deploy/mosquitto-acl.conf on a real broker: a real `edgeemo watch --mqtt` publishes everything it
+    publishes under its own name; what a device publishes on another's topic never reaches the collector, and a
+    record on its own topic that names another device is set aside."""
+    import paho.mqtt.client as mqtt
+    from broker_harness import PASSWORD, Mosquitto
+    from daemon_harness import Daemon, png_bytes, write
+    root = Path(__file__).resolve().parents[1]
+    broker = Mosquitto(tmp_path / "broker", tls={"acl_file": root / "deploy" / "mosquitto-acl.conf"},
+                       users=("collector", "kitchen", "hall")).start()
+    central = tmp_path / "central"
+    col = d = None
+    try:
+        col = Collect(broker.url(user="collector"), central, secret, tmp_path / "collect.log").start()
+        d = Daemon(tmp_path, device_model, "--mqtt", broker.url(user="kitchen"), "--mqtt-password-file",
+                   str(secret), "--mqtt-device", "kitchen", "--mqtt-ha-discovery").start()
+        for i in range(3):
+            write(d.inbox / f"p{i}.png", png_bytes(i))
+        wait_until(lambda: len(col.records()) == 3, "kitchen's 3 records at the collector", d)
+        forger = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+        forger.username_pw_set("kitchen", PASSWORD)
+        forger.connect("127.0.0.1", broker.port)
+        forger.loop_start()
+        forger.publish("fleet/hall/result", payload(good(50)), qos=1).wait_for_publish(10)     # the broker drops it
+        forger.publish("fleet/kitchen/result", payload(good(51, device="hall")), qos=1).wait_for_publish(10)
+        forger.publish("fleet/kitchen/result", payload(good(52)), qos=1).wait_for_publish(10)
+        wait_until(lambda: len(col.records()) == 4, "the forger's one honest record", d)
+        forger.disconnect()
+        forger.loop_stop()
+    finally:
+        if d is not None:
+            d.signal(signal.SIGTERM)
+        if col is not None:
+            col.stop()
+        broker.stop()
+    recs = col.records()
+    assert [r["device"] for r in recs] == ["kitchen"] * 4 and recs[-1]["id"] == "id-52"
+    assert "hall" not in json.dumps(recs)
+    reasons = [json.loads(x)["reason"] for x in (central / "rejected.jsonl").read_text().splitlines()]
+    assert len(reasons) == 1 and "names device 'hall'" in reasons[0]
+    assert "not authorised" not in d.log_text().lower()

@@ -46,4 +46,4 @@ def write_text(path: str | Path, text: str, fsync: bool = True) -> None:
 
 
 def write_json(path: str | Path, data, fsync: bool = True, indent: int | None = 2) -> None:
-    write_text(path, json.dumps(data, ensure_ascii=False, indent=indent) + "\n", fsync)
+    write_text(path, json.dumps(data, ensure_ascii=False, indent=indent, allow_nan=False) + "\n", fsync)

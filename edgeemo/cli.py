@@ -302,6 +302,9 @@ def collect(
     mqtt_ca: Optional[Path] = typer.Option(None, "--mqtt-ca", help="CA certificate (PEM) of an mqtts:// broker."),
     mqtt_password_file: Optional[Path] = typer.Option(None, "--mqtt-password-file", help="File whose first line "
                                                       "is the broker password [$EDGEEMO_MQTT_PASSWORD]."),
+    metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", help="Write the collector's figures "
+                                                "(records stored, repeats, messages set aside) here every 5 s, "
+                                                "for node_exporter and `edgeemo status` (needs [metrics])."),
 ):
     """Collect the records of every device publishing under a prefix into one folder (a `device` column
     added), dropping repeats by message id, across restarts. Runs until SIGTERM or Ctrl-C."""
@@ -312,7 +315,7 @@ def collect(
         logging.getLogger().setLevel(logging.INFO)          # a service: say what it does, unless told otherwise
     paho()
     broker = Broker.parse(url, read_password(mqtt_password_file), mqtt_ca)
-    raise typer.Exit(Collector(broker, out).run())
+    raise typer.Exit(Collector(broker, out, metrics_file=metrics_file).run())
 
 
 @app.command()

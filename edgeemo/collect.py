@@ -23,6 +23,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 from . import jsonl
@@ -40,8 +41,14 @@ KEPT_PAYLOAD = 4096                 # bytes of a rejected message kept in reject
 
 
 class Collector:
-    def __init__(self, broker: Broker, out: Path, labels=LABELS):
+    def __init__(self, broker: Broker, out: Path, labels=LABELS, metrics_file: Path | None = None):
         self.broker, self.out, self.labels = broker, Path(out), list(labels)
+        self.metrics = None
+        if metrics_file is not None:
+            from .metrics import MetricsFile, check_ours
+            check_ours(Path(metrics_file))
+            self.metrics = MetricsFile(Path(metrics_file), None, families=self._families)
+        self.connected = False
         self.out.mkdir(parents=True, exist_ok=True)
         self.jsonl_path = self.out / "results.jsonl"
         self.csv_path = self.out / "results.csv"
@@ -93,6 +100,7 @@ class Collector:
                 self._refused = text
             return
         self._refused = None
+        self.connected = True
         topic = f"{self.broker.prefix}/+/result"
         client.subscribe(topic, qos=1)
         log.info("collecting %s from %s into %s (%s)", topic, self.broker, self.out,
@@ -105,6 +113,7 @@ class Collector:
             self._refused = text
 
     def _on_disconnect(self, _c, _u, _f, rc, _p=None):
+        self.connected = False
         if not self.stop_event.is_set():
             log.warning("MQTT: lost the connection to %s (%s); reconnecting", self.broker, rc)
 
@@ -180,11 +189,15 @@ class Collector:
         previous = {s: signal.signal(s, lambda *_: self.stop()) for s in (signal.SIGTERM, signal.SIGINT)}
         network = threading.Thread(target=self._network, name="mqtt-network", daemon=True)
         try:
+            if self.metrics is not None:
+                self.metrics.start()
             network.start()
             self.stop_event.wait()
         finally:
             self.client.disconnect()
             network.join(10)
+            if self.metrics is not None:
+                self.metrics.stop()
             self.jsonl.close()
             self.csv.close()
             for s, h in previous.items():
@@ -192,6 +205,16 @@ class Collector:
         log.info("collected %d records (%d repeats dropped, %d messages set aside in %s)",
                  self.written, self.repeats, self.malformed, self.rejected_path)
         return self.exit_code
+
+    def _families(self, counter, gauge):
+        """The collector's figures for --metrics-file: what `edgeemo status` reads back."""
+        yield counter("edgeemo_collect_written", "Records stored since start", value=self.written)
+        yield counter("edgeemo_collect_repeats", "Repeated messages dropped since start", value=self.repeats)
+        yield counter("edgeemo_collect_rejected", "Messages set aside in rejected.jsonl since start",
+                      value=self.malformed)
+        yield gauge("edgeemo_mqtt_connected", "1 when connected to the MQTT broker", value=int(self.connected))
+        yield gauge("edgeemo_up_seconds", "Seconds since the collector started",
+                    value=time.time() - self.metrics.started)
 
     def _network(self) -> None:
         """paho's network loop, restarted after anything that escapes it (the watchdog of the network thread)."""

@@ -81,16 +81,18 @@ class MetricsFile:
     function returning a dict: tally (Counter of statuses and ``face:<label>``), queue, last_record (a
     time.time() or None), mqtt (None, or a dict with backlog_bytes and connected)."""
 
-    def __init__(self, path: Path, snapshot):
+    def __init__(self, path: Path, snapshot, families=None):
+        """``families(counter, gauge)``: the metric families to write (default: the watch daemon's, from
+        ``snapshot``)."""
         self.pc, counter, gauge = _prometheus()
         self.path = Path(path)
         self.snapshot = snapshot
         self.started = time.time()
-        outer = self
+        make = families or self._families
 
         class Collector:
             def collect(self):
-                yield from outer._families(counter, gauge)
+                yield from make(counter, gauge)
 
         self.registry = self.pc.CollectorRegistry()
         self.registry.register(Collector())
@@ -199,6 +201,10 @@ def describe(samples: dict[str, list[tuple[dict, float]]], age: float) -> str:
              "faces   " + (", ".join(f"{k} {v}" for k, v in sorted(faces.items(), key=lambda kv: -kv[1])) or "none"),
              f"queue   {int(one('edgeemo_queue_depth', 0))} waiting; last record "
              f"{one('edgeemo_seconds_since_last_record', 0):.0f} s ago"]
+    if samples.get("edgeemo_collect_written_total"):
+        lines = [lines[0], f"collect {int(one('edgeemo_collect_written_total', 0))} records stored, "
+                           f"{int(one('edgeemo_collect_repeats_total', 0))} repeats dropped, "
+                           f"{int(one('edgeemo_collect_rejected_total', 0))} messages set aside (rejected.jsonl)"]
     if one("edgeemo_mqtt_connected") is not None:
         lines.append(f"mqtt    {'connected' if one('edgeemo_mqtt_connected') else 'NOT connected'}; "
                      f"{int(one('edgeemo_mqtt_published_total', 0))} published; backlog "

@@ -440,7 +440,7 @@ def write(results, out: Path, by: str = "hour", since=None, until=None, truth: s
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     atomic.write_text(out, page)
     if as_json:
-        atomic.write_text(as_json, json.dumps(fig, indent=1) + "\n")
+        atomic.write_text(as_json, json.dumps(fig, indent=1, allow_nan=False) + "\n")
     return fig
 
 

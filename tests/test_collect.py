@@ -180,3 +180,22 @@ def test_the_shipped_mosquitto_acl_keeps_each_device_to_its_own_name(tmp_path, s
     reasons = [json.loads(x)["reason"] for x in (central / "rejected.jsonl").read_text().splitlines()]
     assert len(reasons) == 1 and "names device 'hall'" in reasons[0]
     assert "not authorised" not in d.log_text().lower()
+
+
+def test_messages_set_aside_are_counted_in_the_metrics_file(tmp_path):
+    pytest.importorskip("prometheus_client")
+    from typer.testing import CliRunner
+
+    from edgeemo.cli import app
+    metrics = tmp_path / "collect.prom"
+    c = Collector(Broker.parse("mqtt://127.0.0.1:1/fleet"), tmp_path / "central", metrics_file=metrics)
+    c.metrics.started -= 30
+    for data in (payload(good(1)), payload(good(1)), b"[" * 5000, payload(good(2, device="x"))):
+        c.receive(TOPIC, data)
+    c.metrics.write()
+    c.jsonl.close()
+    c.csv.close()
+    text = metrics.read_text()
+    assert "edgeemo_collect_written_total 1.0" in text and "edgeemo_collect_rejected_total 2.0" in text
+    out = CliRunner().invoke(app, ["status", str(metrics)]).output
+    assert "collect 1 records stored, 1 repeats dropped, 2 messages set aside" in out

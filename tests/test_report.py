@@ -240,3 +240,35 @@ def test_odd_values_are_refused_line_by_line_and_a_mathtext_device_name_is_shown
     if CHROMIUM:
         dom = chromium("--dump-dom", page.as_uri(), cwd=tmp_path)
         assert dom.returncode == 0 and "$\\foo$" in dom.stdout and "<b>kitchen</b>" not in dom.stdout
+
+
+def test_any_lines_give_a_page_or_a_clear_error_never_a_traceback(tmp_path_factory):
+    """Hypothesis over what a results file may hold: report.write writes a page for every file, counting the
+    lines it cannot use, and its JSON figures are strict."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from edgeemo import report
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 10**6), st.floats(), st.text(max_size=12))
+    face = st.fixed_dictionaries({"box": st.lists(st.integers(-5, 500), min_size=4, max_size=4) | scalars,
+                                  "label": st.sampled_from(LABELS) | scalars,
+                                  "confidence": st.floats(0, 1) | scalars,
+                                  "score": st.floats(0, 1) | scalars})
+    rec = st.fixed_dictionaries({"file": st.text(max_size=20) | scalars,
+                                 "status": st.sampled_from(["ok", "no_face", "error", "odd"]),
+                                 "faces": st.lists(face, max_size=3) | scalars,
+                                 "time": st.sampled_from(["2026-12-06T10:00:00.000+00:00", "yesterday"]) | scalars,
+                                 "device": st.text(max_size=10) | scalars})
+    line = st.one_of(rec.map(lambda r: json.dumps(r).encode()), st.binary(max_size=40))
+
+    @settings(max_examples=20, deadline=None)
+    @given(st.lists(line, max_size=12))
+    def check(lines):
+        folder = tmp_path_factory.mktemp("fuzz")
+        src = folder / "results.jsonl"
+        src.write_bytes(b"\n".join(lines))
+        fig = report.write([src], folder / "report.html", as_json=folder / "figures.json")
+        assert (folder / "report.html").read_text().startswith("<!DOCTYPE html>")
+        json.loads((folder / "figures.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+        assert fig["malformed_lines"] <= len([x for x in lines if x.strip()])
+    check()

@@ -60,11 +60,6 @@ log = logging.getLogger("edgeemo")
 
 
 
-def _fail(message: str, code: int = 1):
-    typer.echo(f"edgeemo: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
                         format="edgeemo: %(levelname)s: %(message)s")

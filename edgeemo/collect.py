@@ -128,8 +128,12 @@ class Collector:
             self.exit_code = 1
             self.stop_event.set()
             return
-        except Exception:  # noqa: BLE001 - a bug must not make the collector deaf
+        except Exception as exc:  # noqa: BLE001 - a bug must not make the collector deaf
             log.exception("%s: unexpected error on a message; it is set aside", msg.topic)
+            try:
+                self._reject(msg.topic, msg.payload, f"unexpected error: {type(exc).__name__}: {exc}")
+            except OSError:
+                pass
             outcome = "rejected"
         if outcome is not None:
             try:

@@ -32,6 +32,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import EdgeemoError
+from .labels import LABELS
 from .jsonl import read as read_jsonl
 from .record import RecordError
 from .record import check as check_record
@@ -330,6 +331,10 @@ class Progress:
         self.stream.flush()
 
 
+TRACK_COLUMNS = ["file", "track", "first_time", "last_time", "frames_seen", "dominant", "label_changes",
+                 "x", "y", "w", "h", *(f"seconds_{k}" for k in LABELS)]
+
+
 class BatchError(EdgeemoError):
     """The batch cannot go on: results not writable, workers that cannot start or keep dying (exit 1)."""
 
@@ -347,6 +352,8 @@ class Summary:
     skipped: int = 0                # already recorded (--resume)
     seconds: float = 0.0
     result_paths: list = field(default_factory=list)
+    videos: int = 0                 # videos among the inputs (their frames are counted as images)
+    tracks: int = 0                 # face tracks written to tracks.jsonl
     stopped: bool = False           # the caller's stop() said so before the inputs ran out
     left: int = 0                   # inputs not started when it stopped
 
@@ -362,6 +369,8 @@ class Summary:
                 f"{self.status['no_face']} without a face; {self.status['unreadable']} unreadable; "
                 f"{self.status['error']} errors"
                 + (f"; {self.skipped} skipped (already recorded)" if self.skipped else "")
+                + (f"; {self.videos} video{'s' if self.videos > 1 else ''}, {self.tracks} face tracks"
+                   if self.videos else "")
                 + (f"; results in {', '.join(map(str, self.result_paths))}" if self.result_paths else ""))
 
 
@@ -369,14 +378,51 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+class TrackLog:
+    """``tracks.jsonl`` (and ``tracks.csv``) in the output folder: one line per face track of a video that ended,
+    opened on the first one."""
+
+    def __init__(self, out: Path | None, formats):
+        self.out, self.formats = out, formats
+        self._files = None
+        self.written = 0
+
+    def write(self, line: dict) -> None:
+        from .results import _AppendFile, _csv_encode, jsonl_bytes
+        if self.out is None:
+            return
+        if self._files is None:
+            self._files = {"jsonl": _AppendFile(self.out / "tracks.jsonl")}
+            if "csv" in self.formats:
+                new = not (self.out / "tracks.csv").exists()
+                self._files["csv"] = _AppendFile(self.out / "tracks.csv")
+                if new:
+                    self._files["csv"].append(_csv_encode([TRACK_COLUMNS]))
+        self._files["jsonl"].append(jsonl_bytes(line))
+        if "csv" in self._files:
+            box = line["best_box"] or [None] * 4
+            self._files["csv"].append(_csv_encode([[line["file"], line["track"], line["first_time"],
+                                                    line["last_time"], line["frames_seen"], line["dominant"],
+                                                    line["label_changes"], *box,
+                                                    *(line["seconds"].get(k, 0) for k in LABELS)]]))
+        self.written += 1
+
+    def close(self) -> None:
+        for f in (self._files or {}).values():
+            f.close()
+
+
 def run(paths, options, out: Path | None = None, formats=("jsonl",), annotate: Path | None = None,
         recursive: bool = False, jobs: int | None = None, resume: str | None = None,
-        make_classifier=None, echo=lambda text: None, stop=lambda: False, progress_stream=None) -> Summary:
+        make_classifier=None, echo=lambda text: None, stop=lambda: False, progress_stream=None,
+        every: int = 1) -> Summary:
     """Classify every input under ``paths``: one record each, to ``out``'s result files (or standard output).
 
     ``options``: a ``pipeline.ClassifierOptions``. ``jobs``: worker processes (None: the usable cores; 1:
     this process, in name order). ``resume``: "stat" or "hash", skip inputs already recorded in
-    ``out``/results.jsonl. ``make_classifier(options)`` builds this process's classifier (default
+    ``out``/results.jsonl. Videos (``edgeemo.video``) are analysed in this process, one frame in ``every``,
+    one record per analysed frame, their face tracks ending in ``out``/tracks.jsonl.
+    ``make_classifier(options)`` builds this process's classifier (default
     ``pipeline.Classifier``); ``echo`` gets messages for the user; ``stop()`` is asked between files, and when
     it says so the run ends after the records in hand (``Summary.stopped``, ``Summary.left``)."""
     from .pipeline import Classifier
@@ -420,36 +466,55 @@ def run(paths, options, out: Path | None = None, formats=("jsonl",), annotate: P
         if progress:
             progress.step()
 
+    tracks = TrackLog(out, formats)
+    video = {"every": every, "tracks": tracks}
     t0 = time.perf_counter()
     try:
         if pool is None:
-            inputs = _run_here(clf, inputs, done, annotate, roots, write, stop, summary)
+            inputs = _run_here(clf, inputs, done, annotate, roots, write, stop, summary, video)
         else:
-            inputs = _run_pool(pool, clf, inputs, write, stop, summary)
+            videos: list[Path] = []
+            inputs = _run_pool(pool, clf, inputs, write, stop, summary, videos)
+            inputs = itertools.chain(_run_here(clf, iter(videos), done, annotate, roots, write, stop, summary,
+                                               video), inputs)
     finally:
         if progress:
             progress.end()
         results.close()
+        tracks.close()
+    summary.tracks = tracks.written
     summary.seconds = time.perf_counter() - t0
     if stop():
         summary.stopped, summary.left = True, sum(1 for _ in inputs)
     return summary
 
 
-def _run_here(clf, inputs, done, annotate, roots, write, stop, summary) -> Iterator[Path]:
+def _run_here(clf, inputs, done, annotate, roots, write, stop, summary, video) -> Iterator[Path]:
     """One process, in name order; gives back the inputs not started."""
+    from .video import classify_video, is_video
     for path in inputs:
         if stop():
             return itertools.chain([path], inputs)
         if done is not None and done.has(path):
             summary.skipped += 1
             continue
+        if is_video(path):
+            from .ledger import file_sha256
+            summary.videos += 1
+            for rec in classify_video(clf, path, video["every"], file_sha256(path), video["tracks"].write,
+                                      **source_fields(path)):
+                write(rec)
+                if stop():
+                    break
+            continue
         write(classify_one(clf, path, annotate, roots))
     return inputs
 
 
-def _run_pool(pool: "Pool", clf, inputs, write, stop, summary) -> Iterator[Path]:
-    """The worker processes, records in completion order; gives back the inputs not started."""
+def _run_pool(pool: "Pool", clf, inputs, write, stop, summary, videos: list) -> Iterator[Path]:
+    """The worker processes, records in completion order; gives back the inputs not started. Videos are put
+    in ``videos`` for this process (their frames stay in order)."""
+    from .video import is_video
     crashes_in_a_row = 0
     again: list[Path] = []                      # given to a worker that died before starting them
     try:
@@ -458,6 +523,9 @@ def _run_pool(pool: "Pool", clf, inputs, write, stop, summary) -> Iterator[Path]
             if not stop() and not exhausted:
                 for w in pool.slots():
                     nxt = again.pop() if again else next(inputs, None)
+                    while nxt is not None and not again and is_video(nxt):
+                        videos.append(nxt)
+                        nxt = next(inputs, None)
                     if nxt is None:
                         exhausted = True
                         break

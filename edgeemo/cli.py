@@ -121,6 +121,8 @@ def classify(
                                          "record (same path, size and mtime; --resume=hash: same path and sha256)."),
     allow_system_path: bool = typer.Option(False, "--allow-system-path", help="Allow --out and --annotate in "
                                            "system folders (/etc, /usr, ...), refused by default."),
+    every: int = typer.Option(1, "--every", help="Videos: analyse one frame in N (one record per analysed frame, "
+                              "face tracks in OUT/tracks.jsonl)."),
 ):
     """Classify the faces in images; one record per image (JSON Lines and/or CSV)."""
     from . import batch
@@ -134,6 +136,8 @@ def classify(
                                  param_hint="--resume")
     if jobs is not None and jobs < 1:
         raise typer.BadParameter(f"{jobs}: at least 1", param_hint="--jobs")
+    if every < 1:
+        raise typer.BadParameter(f"{every}: at least 1", param_hint="--every")
     if not allow_system_path:
         from .folders import refuse_system_folder
         for path, what, option in ((out, "results folder", "--out"), (annotate, "annotated copies", "--annotate")):
@@ -147,7 +151,8 @@ def classify(
     try:
         summary = batch.run(paths, options, out, formats, annotate, recursive, jobs, resume,
                             make_classifier=_make_classifier, echo=lambda text: typer.echo(text, err=True),
-                            stop=lambda: bool(caught), progress_stream=sys.stderr if sys.stderr.isatty() else None)
+                            stop=lambda: bool(caught), progress_stream=sys.stderr if sys.stderr.isatty() else None,
+                            every=every)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -77,8 +77,15 @@ def check(rec) -> dict:
         raise RecordError("a record must be a JSON object")
     if rec.get("status") not in STATUSES:
         raise RecordError(f"'status' must be one of {', '.join(STATUSES)}")
-    for key in ("file", "sha256", "error", "time", "frame_time", "device", "id"):
+    for key in ("file", "sha256", "error", "time", "device", "id"):
         _text(rec, key)
+    ft = rec.get("frame_time")          # a camera's UTC time, or seconds from a video's start
+    if ft is not None and not isinstance(ft, str):
+        _number(ft, "'frame_time'", 0, 1e9)
+    elif ft is not None:
+        _text(rec, "frame_time")
+    if rec.get("frame") is not None:
+        _number(rec["frame"], "'frame'", 0, 2**53, integer=True)
     for key in ("width", "height"):
         if rec.get(key) is not None:
             _number(rec[key], repr(key), 0, MAX_SIDE, integer=True)

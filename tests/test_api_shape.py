@@ -80,7 +80,8 @@ def test_conditions_that_clear_by_themselves_exit_1_not_2(tmp_path):
     that cannot be created or written at start; 2 is kept for configuration errors."""
     inbox = tmp_path / "in"
     inbox.mkdir()
-    blocked = CliRunner().invoke(app, ["watch", str(inbox), "--out", "/proc/edgeemo-cannot-be-here",
+    (tmp_path / "a-file").write_text("not a folder")        # nothing can be created under a file
+    blocked = CliRunner().invoke(app, ["watch", str(inbox), "--out", str(tmp_path / "a-file" / "results"),
                                        "--detector", "none"])
     assert blocked.exit_code == 1 and "cannot create the results folder" in blocked.output
     typo = CliRunner().invoke(app, ["watch", str(tmp_path / "no-such-inbox")])

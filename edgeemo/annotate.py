@@ -1,4 +1,5 @@
-"""Copies of images with face boxes and labels drawn, for `classify --annotate DIR`."""
+"""Copies of images with face boxes and labels drawn, for `classify --annotate DIR`; ``blur_faces`` makes the
+faces in a picture unrecognisable (saved camera frames, annotated copies with --blur-faces)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,6 +11,24 @@ from .imageio import to_bgr
 
 _COLORS = {"angry": (40, 40, 220), "disgust": (40, 140, 40), "fear": (160, 60, 160), "happy": (40, 200, 240),
            "sad": (200, 120, 40), "surprise": (0, 140, 255), "neutral": (180, 180, 180)}
+
+
+def blur_faces(pixels: np.ndarray, faces: list[dict], scale: float = 1.0) -> np.ndarray:
+    """A copy of ``pixels`` with every face box (enlarged by a quarter) pixelated to 4x4 blocks and blurred:
+    not recoverable from the saved picture, still showing where a face was."""
+    img = to_bgr(pixels).copy()
+    hgt, wid = img.shape[:2]
+    for f in faces:
+        x, y, w, h = (v * scale for v in f["box"])
+        x0, y0 = max(0, int(x - w / 8)), max(0, int(y - h / 8))
+        x1, y1 = min(wid, int(x + w * 9 / 8)), min(hgt, int(y + h * 9 / 8))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            continue
+        small = cv2.resize(img[y0:y1, x0:x1], (4, 4), interpolation=cv2.INTER_AREA)
+        block = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_NEAREST)
+        k = max(3, (min(x1 - x0, y1 - y0) // 2) | 1)
+        img[y0:y1, x0:x1] = cv2.GaussianBlur(block, (k, k), 0)
+    return img
 
 
 def draw(pixels: np.ndarray, faces: list[dict], scale: float = 1.0) -> np.ndarray:
@@ -45,8 +64,10 @@ def annotated_path(out_dir: Path, src: Path, root: Path | None) -> Path:
     return target
 
 
-def save(pixels: np.ndarray, faces: list[dict], target: Path, scale: float = 1.0) -> None:
+def save(pixels: np.ndarray, faces: list[dict], target: Path, scale: float = 1.0, blur: bool = False) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
+    if blur:
+        pixels = blur_faces(pixels, faces, scale)
     ok, buf = cv2.imencode(".jpg", draw(pixels, faces, scale), [cv2.IMWRITE_JPEG_QUALITY, 90])
     if not ok:
         raise OSError(f"{target}: could not encode the annotated image")

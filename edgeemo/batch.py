@@ -175,7 +175,7 @@ def source_fields(path: Path) -> dict:
 
 # --- workers ----------------------------------------------------------------------------------------------------
 
-def _worker(conn, options, annotate, roots, done: Done | None) -> None:
+def _worker(conn, options, annotate, roots, done: Done | None, blur: bool = False) -> None:
     """One worker process: build a classifier, then classify the paths it is sent until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C reaches the whole group: the parent decides
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -201,10 +201,10 @@ def _worker(conn, options, annotate, roots, done: Done | None) -> None:
             continue
         if crash_on and path.name == crash_on:
             os._exit(3)
-        conn.send(("rec", str(path), classify_one(clf, path, annotate, roots)))
+        conn.send(("rec", str(path), classify_one(clf, path, annotate, roots, blur)))
 
 
-def classify_one(clf, path: Path, annotate: Path | None, roots) -> dict:
+def classify_one(clf, path: Path, annotate: Path | None, roots, blur: bool = False) -> dict:
     """One input's record (and its annotated copy); shared by the workers and the in-process loop."""
     import logging
     result = clf.analyze(path, **source_fields(path))
@@ -213,7 +213,8 @@ def classify_one(clf, path: Path, annotate: Path | None, roots) -> dict:
         from . import annotate as ann
         root = next((r for r in roots if path.is_relative_to(r)), None)
         try:
-            ann.save(result.image.pixels, rec["faces"], ann.annotated_path(annotate, path, root), result.image.scale)
+            ann.save(result.image.pixels, rec["faces"], ann.annotated_path(annotate, path, root), result.image.scale,
+                     blur)
         except OSError as exc:
             logging.getLogger("edgeemo").warning("%s: annotated copy not written (%s)", path, exc)
     return rec
@@ -222,10 +223,10 @@ def classify_one(clf, path: Path, annotate: Path | None, roots) -> dict:
 class Pool:
     """N worker processes, each fed up to ``depth`` paths ahead (see the module's text)."""
 
-    def __init__(self, n: int, options, annotate, roots, done: Done | None, depth: int = 2):
+    def __init__(self, n: int, options, annotate, roots, done: Done | None, depth: int = 2, blur: bool = False):
         self.ctx = mp.get_context("spawn")     # a fresh interpreter: nothing of the parent's state is shared
         self.n = n
-        self.args = (options, annotate, roots, done)
+        self.args = (options, annotate, roots, done, blur)
         self.depth = depth                     # a worker never waits for the parent between two files
         self.workers: list[dict] = []
         for _ in range(n):
@@ -415,7 +416,7 @@ class TrackLog:
 def run(paths, options, out: Path | None = None, formats=("jsonl",), annotate: Path | None = None,
         recursive: bool = False, jobs: int | None = None, resume: str | None = None,
         make_classifier=None, echo=lambda text: None, stop=lambda: False, progress_stream=None,
-        every: int = 1) -> Summary:
+        every: int = 1, blur_faces: bool = False) -> Summary:
     """Classify every input under ``paths``: one record each, to ``out``'s result files (or standard output).
 
     ``options``: a ``pipeline.ClassifierOptions``. ``jobs``: worker processes (None: the usable cores; 1:
@@ -438,7 +439,7 @@ def run(paths, options, out: Path | None = None, formats=("jsonl",), annotate: P
     inputs = itertools.chain(first, inputs)
     roots = [p for p in paths if p.is_dir()]
     # the workers start first: their start-up overlaps the parent's own (a model to label error records)
-    pool = Pool(jobs, options, annotate, roots, done) if jobs > 1 else None
+    pool = Pool(jobs, options, annotate, roots, done, blur=blur_faces) if jobs > 1 else None
     try:
         clf = (make_classifier or Classifier)(options)
         results = ResultFiles(out, list(formats), clf.labels, repair=resume is not None) if out else \
@@ -467,7 +468,7 @@ def run(paths, options, out: Path | None = None, formats=("jsonl",), annotate: P
             progress.step()
 
     tracks = TrackLog(out, formats)
-    video = {"every": every, "tracks": tracks}
+    video = {"every": every, "tracks": tracks, "blur": blur_faces}
     t0 = time.perf_counter()
     try:
         if pool is None:
@@ -507,7 +508,7 @@ def _run_here(clf, inputs, done, annotate, roots, write, stop, summary, video) -
                 if stop():
                     break
             continue
-        write(classify_one(clf, path, annotate, roots))
+        write(classify_one(clf, path, annotate, roots, video["blur"]))
     return inputs
 
 

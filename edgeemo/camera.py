@@ -34,6 +34,10 @@ class CameraError(Exception):
     """The camera cannot be opened or read now; the caller retries."""
 
 
+class CameraEnded(CameraError):
+    """A recorded video given as the camera came to its end: the daemon stops (it is not reopened)."""
+
+
 class OpenCVCamera:
     """A V4L2 camera (index or /dev/videoN), or anything else cv2.VideoCapture opens (a file, an RTSP URL)."""
 
@@ -41,6 +45,9 @@ class OpenCVCamera:
         self.spec = spec
         self.name = f"camera {spec}"
         self._cap = None
+        # a recorded video: every frame in order, and the end of the file is the end of the run
+        self.finite = not spec.isdigit() and Path(spec).is_file()
+        self.frames_read = 0
 
     def open(self) -> None:
         import cv2
@@ -68,10 +75,14 @@ class OpenCVCamera:
     def read(self) -> np.ndarray:
         if self._cap is None:
             raise CameraError(f"{self.name} is not open")
-        self._cap.grab()  # drop a frame the driver may have buffered since the last read
+        if not self.finite:
+            self._cap.grab()  # drop a frame the driver may have buffered since the last read
         ok, frame = self._cap.read()
         if not ok or frame is None or frame.size == 0:
+            if self.finite:
+                raise CameraEnded(f"{self.name}: the end of the video, after {self.frames_read} frames")
             raise CameraError(f"{self.name} stopped delivering frames (unplugged, or the stream ended)")
+        self.frames_read += 1
         return frame
 
     def close(self) -> None:
@@ -135,8 +146,9 @@ class FrameStore:
 
     PREFIX = "frame-"
 
-    def __init__(self, folder: Path, max_bytes: int):
-        self.folder, self.max_bytes = folder, max_bytes
+    def __init__(self, folder: Path, max_bytes: int, max_age: float | None = None):
+        """``max_age``: seconds after which a saved frame is deleted (None: kept until the room is needed)."""
+        self.folder, self.max_bytes, self.max_age = folder, max_bytes, max_age
         self._files: deque[tuple[Path, int]] = deque()
         self.total = 0
         for p in sorted(folder.glob(f"{self.PREFIX}*.jpg")):
@@ -150,6 +162,18 @@ class FrameStore:
         self._trim(0)
 
     def _trim(self, incoming: int) -> None:
+        if self.max_age is not None:
+            limit = time.time() - self.max_age
+            while self._files:
+                p, size = self._files[0]
+                try:
+                    if p.stat().st_mtime >= limit:
+                        break
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
+                self._files.popleft()
+                self.total -= size
         while self._files and self.total + incoming > self.max_bytes:
             p, size = self._files.popleft()
             try:
@@ -190,7 +214,8 @@ class CameraDaemon(Service):
             self.frames = None
             if s.save_frames != "none":
                 prepare_folder(s.frames_dir, "frames")
-                self.frames = FrameStore(s.frames_dir, int(s.frames_max_mb * 1024 * 1024))
+                self.frames = FrameStore(s.frames_dir, int(s.frames_max_mb * 1024 * 1024),
+                                         None if s.frames_max_age is None else s.frames_max_age * 3600)
         except BaseException:
             self._release_locks()
             raise
@@ -228,6 +253,11 @@ class CameraDaemon(Service):
             try:
                 try:
                     frame = self.source.read()
+                except CameraEnded as exc:
+                    log.info("%s; stopping", exc)
+                    self.state = "ended"
+                    stop.set()
+                    break
                 except CameraError as exc:
                     self.source.close()
                     delay = backoff.next()
@@ -251,6 +281,9 @@ class CameraDaemon(Service):
         keep = self.frames is not None and (self.s.save_frames == "all" or rec["faces"])
         if keep:
             try:
+                if self.s.blur_faces and rec["faces"]:
+                    from .annotate import blur_faces
+                    pixels = blur_faces(pixels, rec["faces"])
                 saved = self.frames.save(pixels, when, seq)
                 rec["file"] = str(saved) if saved else None
             except OSError as exc:

@@ -123,6 +123,8 @@ def classify(
                                            "system folders (/etc, /usr, ...), refused by default."),
     every: int = typer.Option(1, "--every", help="Videos: analyse one frame in N (one record per analysed frame, "
                               "face tracks in OUT/tracks.jsonl)."),
+    blur_faces: bool = typer.Option(False, "--blur-faces", help="Blur every detected face in the --annotate "
+                                    "copies."),
 ):
     """Classify the faces in images; one record per image (JSON Lines and/or CSV)."""
     from . import batch
@@ -152,7 +154,7 @@ def classify(
         summary = batch.run(paths, options, out, formats, annotate, recursive, jobs, resume,
                             make_classifier=_make_classifier, echo=lambda text: typer.echo(text, err=True),
                             stop=lambda: bool(caught), progress_stream=sys.stderr if sys.stderr.isatty() else None,
-                            every=every)
+                            every=every, blur_faces=blur_faces)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

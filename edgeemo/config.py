@@ -151,6 +151,11 @@ class WatchSettings:
     frames_dir: Path | None = setting(None, _path, "Saved frames [OUT/frames].", path=True, cli=Path)
     frames_max_mb: float = setting(500.0, _float(0.0), "Disk cap for saved frames; the oldest are deleted [500].",
                                    cli=float)
+    frames_max_age: float | None = setting(None, _float(0.0), "Saved frames older than this many hours are "
+                                           "deleted [kept until --frames-max-mb needs the room].", cli=float)
+    blur_faces: bool = setting(True, _bool, "Blur every detected face in saved frames [yes: saved frames are "
+                               "pictures of people kept on disk, often without their knowing; records never "
+                               "carry pixels].", cli=bool)
     model: Path | str | None = setting(None, _model, MODEL_HELP + " [$EDGEEMO_MODEL]", "-m", path=True, cli=Path)
     detector: str = setting("auto", _choice(DETECTORS), DETECTOR_HELP, "-d")
     detector_model: Path | None = setting(None, _path, "YuNet ONNX file [$EDGEEMO_YUNET_MODEL].", path=True,

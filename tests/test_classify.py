@@ -174,3 +174,22 @@ def test_device_side_never_imports_tensorflow(tmp_path, device_model):
             "print(bad)\nassert not bad\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
+
+
+def test_annotated_copies_can_have_their_faces_blurred(tmp_path, data_dir):
+    from typer.testing import CliRunner
+
+    from edgeemo.cli import app
+    from edgeemo.detect import SHIPPED_YUNET
+    from edgeemo.detect.yunet import YuNet
+    from edgeemo.track import iou
+    photo = data_dir / "scenes" / "2008_002079.jpg"
+    det = YuNet(SHIPPED_YUNET)
+    original = [f.xywh for f in det.detect(cv2.imread(str(photo)))]
+    for flag, expected in (([], len(original)), (["--blur-faces"], 0)):
+        ann = tmp_path / ("blurred" if flag else "plain")
+        res = CliRunner().invoke(app, ["classify", str(photo), "--annotate", str(ann), "--detector", "yunet", *flag])
+        assert res.exit_code == 0, res.output
+        boxes = [f.xywh for f in det.detect(cv2.imread(str(ann / "2008_002079.jpg")))]
+        found = sum(any(iou(o, b) >= 0.5 for b in boxes) for o in original)
+        assert (found == 0) if flag else (found >= len(original) - 1), (flag, found)

@@ -12,6 +12,7 @@ already done, which are kept.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable, Iterator
@@ -25,8 +26,12 @@ VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpe
 
 
 def is_video(path: Path) -> bool:
+    """A regular file (never a link, a FIFO or a device: those take the photo path, which refuses them) whose
+    first bytes are a video container's, or whose name is a video's and whose bytes are no picture's."""
     try:
         with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                return False
             head = fh.read(16)
     except OSError:
         return False

@@ -117,3 +117,17 @@ def test_a_corrupt_and_a_truncated_video_get_clear_records_and_keep_their_frames
     done = [r for r in recs if r["status"] in ("ok", "no_face")]
     assert 5 <= len(done) < 40 and [r["frame"] for r in done] == list(range(len(done)))
     assert recs[-1]["status"] == "error" and "breaks after frame" in recs[-1]["error"]
+
+
+def test_a_fifo_or_a_picture_named_like_a_video_takes_the_photo_path(tmp_path, data_dir, device_model):
+    import os
+    os.mkfifo(tmp_path / "stream.mp4")                     # would block a video decoder for ever
+    shutil.copy(data_dir / "scenes" / "dogs.jpg", tmp_path / "photo.mov")
+    out = tmp_path / "out"
+    res = run("classify", tmp_path / "stream.mp4", tmp_path / "photo.mov", "--model", device_model, "--out", out,
+              "--jobs", 1)
+    assert res.exit_code == 0, res.output
+    [fifo] = records_of(out, "stream.mp4")
+    [photo] = records_of(out, "photo.mov")
+    assert fifo["status"] == "unreadable" and "frame" not in fifo
+    assert photo["status"] in ("ok", "no_face") and "frame" not in photo

@@ -211,6 +211,11 @@ class CameraDaemon(Service):
         try:
             self.clf = make_classifiers(s, 1)[0]
             self.results = open_ledger(self.out, s.format, self.clf.labels)
+            from .batch import TrackLog
+            from .track import Tracker
+            self.tracker = Tracker(self.clf.labels)     # face tracks across frames, their timelines in tracks.jsonl
+            self.tracks = TrackLog(self.out, s.format)
+            self.t0 = time.monotonic()
             self.frames = None
             if s.save_frames != "none":
                 prepare_folder(s.frames_dir, "frames")
@@ -275,9 +280,20 @@ class CameraDaemon(Service):
         self.source.close()
 
     def frame(self, pixels: np.ndarray, seq: int) -> None:
+        from .track import timeline
+        from .video import track_frame
         when = _dt.datetime.now(_dt.timezone.utc)
-        rec = self.clf.analyze(pixels, frame_time=when.isoformat(timespec="milliseconds"),
-                               camera=self.s.camera).record
+        t = time.monotonic() - self.t0
+        try:
+            rec = track_frame(self.clf, self.tracker, None, pixels, seq, t, None,
+                              {"frame": seq, "frame_time": when.isoformat(timespec="milliseconds"),
+                               "camera": self.s.camera})
+        except Exception as exc:  # noqa: BLE001 - a bad frame must not stop the camera
+            log.debug("frame %d failed", seq, exc_info=True)
+            rec = self.clf.record(None, "error", error=f"frame {seq}: {type(exc).__name__}: {exc}",
+                                  frame=seq, frame_time=when.isoformat(timespec="milliseconds"), camera=self.s.camera)
+        for tr in self.tracker.ended(t):
+            self._track_ended(timeline(tr, str(self.s.camera)))
         keep = self.frames is not None and (self.s.save_frames == "all" or rec["faces"])
         if keep:
             try:
@@ -303,9 +319,19 @@ class CameraDaemon(Service):
         n = c["ok"] + c["no_face"] + c["error"] + c["unreadable"]
         return f"{self.source.name}: {self.state}; {n} frames ({c['ok']} with faces, {c['no_face']} without)"
 
+    def _track_ended(self, line: dict) -> None:
+        try:
+            self.tracks.write(line)
+        except OSError as exc:
+            log.warning("a track's timeline not written to %s (%s)", self.out, exc.strerror or exc)
+
     def shutdown(self) -> None:
         if self._thread is not None:
             self._thread.join()
+        from .track import timeline
+        for tr in self.tracker.close():
+            self._track_ended(timeline(tr, str(self.s.camera)))
+        self.tracks.close()
         self.source.close()
         self.results.close()
         self._release_locks()

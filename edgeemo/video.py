@@ -91,9 +91,15 @@ def classify_video(clf, path: Path, every: int = 1, sha256: str | None = None,
 
 
 def _frame_record(clf, tracker: Tracker, name: str, frame, index: int, t: float, sha256, extra) -> dict:
+    return track_frame(clf, tracker, name, frame, index, t, sha256, {"frame": index, "frame_time": round(t, 3),
+                                                                     **extra})
+
+
+def track_frame(clf, tracker: Tracker, name: str | None, frame, index: int, t: float, sha256, fields) -> dict:
+    """The record of one frame (a video's or a camera's): faces detected, matched to ``tracker``'s tracks at
+    time ``t`` (seconds), classified where the tracker says so; ``fields`` go into the record."""
     h, w = frame.shape[:2]
     where = SimpleNamespace(width=w, height=h, sha256=sha256)
-    fields = {"frame": index, "frame_time": round(t, 3), **extra}
     boxes = clf.detector.detect(frame)
     assigned = tracker.update([b.xywh for b in boxes], [b.score for b in boxes], t, index)
     if not boxes:

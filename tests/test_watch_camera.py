@@ -117,9 +117,9 @@ def test_picamera2_missing_is_a_clear_start_error(tmp_path):
     assert "picamera2" in r.output and "apt install python3-picamera2" in r.output
 
 
-def test_saved_frames_have_their_faces_blurred_and_old_frames_expire(tmp_path, camera, data_dir):
-    """Privacy (issue 32): faces in saved frames are blurred by default (YuNet finds none of them there), and
-    --frames-max-age deletes frames older than that."""
+def test_camera_tracks_blurred_saved_frames_and_old_frames_expire(tmp_path, camera, data_dir):
+    """Issue 32: the camera daemon tracks faces (ids, steady emotions, tracks.jsonl); faces in saved frames
+    are blurred by default (YuNet finds none of them there); --frames-max-age deletes older frames."""
     import os
     import time
 
@@ -137,6 +137,13 @@ def test_saved_frames_have_their_faces_blurred_and_old_frames_expire(tmp_path, c
     c = camera("--camera", str(video), "--interval", "0.01", "--detector", "yunet", "--save-frames", "with-faces",
                "--frames-max-age", "1")
     assert c.proc.wait(DEADLINE) == 0, c.log()
+    # the camera tracks faces too: steady ids across its frames, and their timelines when it stops
+    recs = c.records()
+    ids = [sorted(f["track"] for f in r["faces"]) for r in recs]
+    assert len(recs) == 4 and len(ids[0]) >= 4 and all(i == ids[0] for i in ids)
+    assert all("track_label" in f and r["frame"] == n for n, r in enumerate(recs) for f in r["faces"])
+    tracks = [json.loads(x) for x in (tmp_path / "out" / "tracks.jsonl").read_text().splitlines()]
+    assert {t["track"] for t in tracks} == set(ids[0]) and all(t["file"] == str(video) for t in tracks)
     saved = sorted(frames_dir.glob("frame-*.jpg"))
     assert not old.exists() and len(saved) == 4
     from edgeemo.track import iou

@@ -332,7 +332,9 @@ class Publisher:
     def stop(self, timeout: float = 5.0) -> None:
         """Publish what can be published within ``timeout``, say ``offline``, disconnect."""
         deadline = time.monotonic() + timeout
-        while self.connected.is_set() and self.outbox.backlog() and time.monotonic() < deadline:
+        # a short run (a recorded video as the camera) may end before the broker has even answered: wait for
+        # the connection too, within the same timeout; what is left stays in the outbox for the next start
+        while self.outbox.backlog() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.stop_event.set()
         self._thread.join(timeout=max(0.1, deadline - time.monotonic()) + ACK_TIMEOUT)

@@ -233,9 +233,10 @@ def test_the_camera_daemon_publishes_its_frames(tmp_path, device_model, broker, 
     c = Camera(tmp_path, device_model, "--camera", str(video), "--interval", "0.05", "--detector", "none",
                "--mqtt", broker.url(), "--mqtt-password-file", str(secret), "--mqtt-device", "door-cam")
     try:
+        # the video ends after 6 frames and the daemon stops by itself, after publishing them
+        assert c.proc.wait(60) == 0
         wait_until(lambda: len(c.records()) >= 6 and len(sub.on("door-cam/result")) >= 6, "6 frames published",
                    timeout=60)
-        assert c.stop() == 0
     finally:
         c.kill()
         sub.close()

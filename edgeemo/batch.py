@@ -32,7 +32,6 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from .errors import EdgeemoError
-from .labels import LABELS
 from .jsonl import read as read_jsonl
 from .record import RecordError
 from .record import check as check_record
@@ -332,10 +331,6 @@ class Progress:
         self.stream.flush()
 
 
-TRACK_COLUMNS = ["file", "track", "first_time", "last_time", "frames_seen", "dominant", "label_changes",
-                 "x", "y", "w", "h", *(f"seconds_{k}" for k in LABELS)]
-
-
 class BatchError(EdgeemoError):
     """The batch cannot go on: results not writable, workers that cannot start or keep dying (exit 1)."""
 
@@ -377,40 +372,6 @@ class Summary:
 
 def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-class TrackLog:
-    """``tracks.jsonl`` (and ``tracks.csv``) in the output folder: one line per face track of a video that ended,
-    opened on the first one."""
-
-    def __init__(self, out: Path | None, formats):
-        self.out, self.formats = out, formats
-        self._files = None
-        self.written = 0
-
-    def write(self, line: dict) -> None:
-        from .results import _AppendFile, _csv_encode, jsonl_bytes
-        if self.out is None:
-            return
-        if self._files is None:
-            self._files = {"jsonl": _AppendFile(self.out / "tracks.jsonl")}
-            if "csv" in self.formats:
-                new = not (self.out / "tracks.csv").exists()
-                self._files["csv"] = _AppendFile(self.out / "tracks.csv")
-                if new:
-                    self._files["csv"].append(_csv_encode([TRACK_COLUMNS]))
-        self._files["jsonl"].append(jsonl_bytes(line))
-        if "csv" in self._files:
-            box = line["best_box"] or [None] * 4
-            self._files["csv"].append(_csv_encode([[line["file"], line["track"], line["first_time"],
-                                                    line["last_time"], line["frames_seen"], line["dominant"],
-                                                    line["label_changes"], *box,
-                                                    *(line["seconds"].get(k, 0) for k in LABELS)]]))
-        self.written += 1
-
-    def close(self) -> None:
-        for f in (self._files or {}).values():
-            f.close()
 
 
 def run(paths, options, out: Path | None = None, formats=("jsonl",), annotate: Path | None = None,
@@ -467,6 +428,7 @@ def run(paths, options, out: Path | None = None, formats=("jsonl",), annotate: P
         if progress:
             progress.step()
 
+    from .results import TrackLog
     tracks = TrackLog(out, formats)
     video = {"every": every, "tracks": tracks, "blur": blur_faces}
     t0 = time.perf_counter()

@@ -211,7 +211,7 @@ class CameraDaemon(Service):
         try:
             self.clf = make_classifiers(s, 1)[0]
             self.results = open_ledger(self.out, s.format, self.clf.labels)
-            from .batch import TrackLog
+            from .results import TrackLog
             from .track import Tracker
             self.tracker = Tracker(self.clf.labels)     # face tracks across frames, their timelines in tracks.jsonl
             self.tracks = TrackLog(self.out, s.format)

@@ -121,7 +121,7 @@ class Collector:
         """Store, refuse or stop; never raise into paho's loop. The message is acknowledged once it is stored
         or set aside, and not when the collector stops on a failed write (the broker sends it again)."""
         try:
-            outcome = self.receive(msg.topic, msg.payload)
+            self.receive(msg.topic, msg.payload)
         except OSError as exc:
             log.error("%s: cannot write (%s); stopping with exit status 1 so that the service is restarted, the "
                       "message unacknowledged", self.out, exc.strerror or exc)
@@ -134,12 +134,10 @@ class Collector:
                 self._reject(msg.topic, msg.payload, f"unexpected error: {type(exc).__name__}: {exc}")
             except OSError:
                 pass
-            outcome = "rejected"
-        if outcome is not None:
-            try:
-                self.client.ack(msg.mid, msg.qos)
-            except Exception:  # noqa: BLE001
-                log.exception("MQTT: could not acknowledge a message")
+        try:
+            self.client.ack(msg.mid, msg.qos)
+        except Exception:  # noqa: BLE001
+            log.exception("MQTT: could not acknowledge a message")
 
     def receive(self, topic: str, payload: bytes) -> str:
         """One message: "written", "repeat" or "rejected" (set aside in rejected.jsonl with the reason)."""

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from . import jsonl
 from .errors import EdgeemoError
+from .labels import LABELS
 
 log = logging.getLogger("edgeemo")
 
@@ -374,6 +375,44 @@ class ResultFiles:
 
     def close(self) -> None:
         for f in self._files:
+            f.close()
+
+
+TRACK_COLUMNS = ["file", "track", "first_time", "last_time", "frames_seen", "dominant", "label_changes",
+                 "x", "y", "w", "h", *(f"seconds_{k}" for k in LABELS)]
+
+
+
+class TrackLog:
+    """``tracks.jsonl`` (and ``tracks.csv``) in the output folder: one line per face track of a video that ended,
+    opened on the first one."""
+
+    def __init__(self, out: Path | None, formats):
+        self.out, self.formats = out, formats
+        self._files = None
+        self.written = 0
+
+    def write(self, line: dict) -> None:
+        if self.out is None:
+            return
+        if self._files is None:
+            self._files = {"jsonl": _AppendFile(self.out / "tracks.jsonl")}
+            if "csv" in self.formats:
+                new = not (self.out / "tracks.csv").exists()
+                self._files["csv"] = _AppendFile(self.out / "tracks.csv")
+                if new:
+                    self._files["csv"].append(_csv_encode([TRACK_COLUMNS]))
+        self._files["jsonl"].append(jsonl_bytes(line))
+        if "csv" in self._files:
+            box = line["best_box"] or [None] * 4
+            self._files["csv"].append(_csv_encode([[line["file"], line["track"], line["first_time"],
+                                                    line["last_time"], line["frames_seen"], line["dominant"],
+                                                    line["label_changes"], *box,
+                                                    *(line["seconds"].get(k, 0) for k in LABELS)]]))
+        self.written += 1
+
+    def close(self) -> None:
+        for f in (self._files or {}).values():
             f.close()
 
 

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 import cv2
 
+from . import imageio
 from .track import Tracker, timeline
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".wmv", ".flv",
@@ -32,19 +33,14 @@ def is_video(path: Path) -> bool:
         with open(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as fh:
             if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                 return False
-            head = fh.read(16)
+            head = fh.read(32)
     except OSError:
         return False
     if head[4:8] == b"ftyp" or (head[:4] == b"RIFF" and head[8:12] == b"AVI ") or head[:4] == b"\x1a\x45\xdf\xa3" \
             or head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3") or head[:3] == b"FLV" \
             or head[:4] == b"\x30\x26\xb2\x75":
         return True
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES and not _is_image(head)
-
-
-def _is_image(head: bytes) -> bool:
-    return head[:3] == b"\xff\xd8\xff" or head[:8] == b"\x89PNG\r\n\x1a\n" or head[:2] == b"BM" \
-        or head[:4] in (b"II*\x00", b"MM\x00*") or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES and imageio.sniff(head) is None
 
 
 def classify_video(clf, path: Path, every: int = 1, sha256: str | None = None,
@@ -74,7 +70,8 @@ def classify_video(clf, path: Path, every: int = 1, sha256: str | None = None,
                 break
             decoded += 1
             t = index / fps
-            yield _frame_record(clf, tracker, name, frame, index, t, sha256, extra)
+            yield track_frame(clf, tracker, name, frame, index, t, sha256,
+                              {"frame": index, "frame_time": round(t, 3), **extra})
             for tr in tracker.ended(t):
                 on_track(timeline(tr, name))
     finally:
@@ -88,11 +85,6 @@ def classify_video(clf, path: Path, every: int = 1, sha256: str | None = None,
         yield clf.record(name, "error", sha256=sha256, error=f"{name}: the video breaks after frame {index} of "
                          f"{total} (truncated or damaged); the frames before are recorded", frame=index + 1,
                          frame_time=round((index + 1) / fps, 3), **extra)
-
-
-def _frame_record(clf, tracker: Tracker, name: str, frame, index: int, t: float, sha256, extra) -> dict:
-    return track_frame(clf, tracker, name, frame, index, t, sha256, {"frame": index, "frame_time": round(t, 3),
-                                                                     **extra})
 
 
 def track_frame(clf, tracker: Tracker, name: str | None, frame, index: int, t: float, sha256, fields) -> dict:

@@ -1,4 +1,10 @@
-"""Camera mode of `edgeemo watch`: classify a frame every ``--interval`` seconds.
+"""Camera mode of `edgeemo watch`: classify the newest frame, up to ``--fps`` frames a second.
+
+Two threads. The grabber reads the camera continuously and keeps only its newest frame (``FrameSlot``); the
+analyser takes that frame whenever it is free and the ``--fps`` cap allows, so a slow CPU analyses fewer
+frames but never falls behind: a frame replaced before it was taken is dropped and counted (status, metrics,
+the summary at stop). A recorded video given as the camera is read in order instead, one frame in
+``--every``, nothing dropped, and its end stops the daemon.
 
 ``--camera 0`` (or 1, ...) opens a USB/V4L2 camera, a device path or a video URL through cv2.VideoCapture;
 ``--camera picamera2`` opens the Raspberry Pi CSI camera through picamera2 (imported only then; on Raspberry Pi
@@ -45,9 +51,12 @@ class OpenCVCamera:
         self.spec = spec
         self.name = f"camera {spec}"
         self._cap = None
-        # a recorded video: every frame in order, and the end of the file is the end of the run
+        # a recorded video: every frame in order (one in ``every``), and the end of the file ends the run
         self.finite = not spec.isdigit() and Path(spec).is_file()
+        self.every = 1
         self.frames_read = 0
+        self.index = -1               # a recorded video: the index of the last frame read
+        self.fps = 25.0               # a recorded video: its frame rate (frame times are the video's own)
 
     def open(self) -> None:
         import cv2
@@ -65,7 +74,10 @@ class OpenCVCamera:
         if not cap.isOpened():
             cap.release()
             raise CameraError(f"{self.name} cannot be opened ({hint})")
-        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not one queued since the last interval
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not one the driver queued
+        if self.finite:
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            self.fps = fps if 0 < fps < 1000 else 25.0
         self._cap = cap
 
     @property
@@ -75,14 +87,18 @@ class OpenCVCamera:
     def read(self) -> np.ndarray:
         if self._cap is None:
             raise CameraError(f"{self.name} is not open")
-        if not self.finite:
-            self._cap.grab()  # drop a frame the driver may have buffered since the last read
+        if self.finite:
+            for _ in range(self.every - 1):           # the frames --every skips: not even decoded
+                if not self._cap.grab():
+                    raise CameraEnded(f"{self.name}: the end of the video, after {self.frames_read} frames")
+                self.index += 1
         ok, frame = self._cap.read()
         if not ok or frame is None or frame.size == 0:
             if self.finite:
                 raise CameraEnded(f"{self.name}: the end of the video, after {self.frames_read} frames")
             raise CameraError(f"{self.name} stopped delivering frames (unplugged, or the stream ended)")
         self.frames_read += 1
+        self.index += 1
         return frame
 
     def close(self) -> None:
@@ -202,10 +218,57 @@ class FrameStore:
         return path
 
 
+class FrameSlot:
+    """The newest frame, handed from the grabber thread to the analyser. ``put`` replaces a frame not yet
+    taken (which is dropped and counted), unless ``lossless`` (a recorded video): then it waits until the
+    frame is taken, so that nothing is dropped. ``finish`` says that no frame will follow."""
+
+    def __init__(self, lossless: bool):
+        self.lossless = lossless
+        self._cond = threading.Condition()
+        self._item = None
+        self.captured = 0
+        self.dropped = 0
+        self.ended = False
+
+    def put(self, item, stop: threading.Event) -> None:
+        with self._cond:
+            while self.lossless and self._item is not None and not stop.is_set():
+                self._cond.wait(0.2)
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self.captured += 1
+            self._cond.notify_all()
+
+    def take(self, timeout: float):
+        """The newest frame not taken yet, or None after ``timeout`` seconds (or at the end)."""
+        with self._cond:
+            if self._item is None and not self.ended:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            self._cond.notify_all()
+            return item
+
+    def finish(self) -> None:
+        with self._cond:
+            self.ended = True
+            self._cond.notify_all()
+
+    def discard(self) -> None:
+        """At stop: a frame left untaken counts as dropped."""
+        with self._cond:
+            if self._item is not None:
+                self._item = None
+                self.dropped += 1
+
+
 class CameraDaemon(Service):
     def __init__(self, s: WatchSettings):
         super().__init__(s, 1)
         self.source = open_source(s.camera)      # picamera2 missing: SetupError now, not later
+        self.source.every = s.every
+        self.finite = getattr(self.source, "finite", False)
         self.out = prepare_folder(s.out, "results")
         self._lock([self.out], self.out)
         try:
@@ -225,65 +288,91 @@ class CameraDaemon(Service):
             self._release_locks()
             raise
         self.state = "starting"
+        self.slot = FrameSlot(lossless=self.finite)
+        self.analysed = 0
         self._thread: threading.Thread | None = None
+        self._grabber: threading.Thread | None = None
 
     def start(self) -> None:
+        self._grabber = threading.Thread(target=self._grab, name="edgeemo-camera-grab", daemon=True)
         self._thread = threading.Thread(target=self._loop, name="edgeemo-camera", daemon=True)
+        self._grabber.start()
         self._thread.start()
-        log.info("%s: a frame every %.3g s; results in %s%s", self.source.name, self.s.interval,
-                 ", ".join(map(str, self.results.paths)),
+        pace = (f"every frame{'' if self.s.every == 1 else f' of {self.s.every}'} in order, up to {self.s.fps:g}/s"
+                if self.finite else f"the newest frame, up to {self.s.fps:g} frames/s")
+        log.info("%s: %s; results in %s%s", self.source.name, pace, ", ".join(map(str, self.results.paths)),
                  f"; frames ({self.s.save_frames}) in {self.s.frames_dir}" if self.frames else "")
 
-    def _loop(self) -> None:
+    def _grab(self) -> None:
+        """The grabber thread: keep the camera open (retrying with back-off) and hand over every frame."""
         backoff = Backoff()
-        seq = 0
-        next_at = time.monotonic()
         stop = self.stop_event
-        while not stop.is_set():
-            if not self.source.is_open:
+        try:
+            while not stop.is_set():
+                if not self.source.is_open:
+                    try:
+                        self.source.open()
+                        log.info("%s opened", self.source.name)
+                        self.state = "running"
+                    except CameraError as exc:
+                        delay = backoff.next()
+                        self.state = f"camera unavailable, retrying in {delay:.0f} s"
+                        log.warning("%s; retrying in %.0f s", exc, delay)
+                        stop.wait(delay)
+                        continue
                 try:
-                    self.source.open()
-                    log.info("%s opened", self.source.name)
-                    self.state = "running"
-                    next_at = time.monotonic()
-                except CameraError as exc:
-                    delay = backoff.next()
-                    self.state = f"camera unavailable, retrying in {delay:.0f} s"
-                    log.warning("%s; retrying in %.0f s", exc, delay)
-                    stop.wait(delay)
-                    continue
-            if stop.wait(max(0.0, next_at - time.monotonic())):
-                break
-            self.health.busy(0)
-            try:
-                try:
-                    frame = self.source.read()
+                    pixels = self.source.read()
                 except CameraEnded as exc:
                     log.info("%s; stopping", exc)
                     self.state = "ended"
-                    stop.set()
-                    break
+                    return
                 except CameraError as exc:
                     self.source.close()
                     delay = backoff.next()
                     self.state = f"camera lost, retrying in {delay:.0f} s"
                     log.warning("%s; retrying in %.0f s", exc, delay)
-                    self.health.idle(0)
                     stop.wait(delay)
                     continue
                 backoff.reset()
-                self.frame(frame, seq)
-                seq += 1
+                when = _dt.datetime.now(_dt.timezone.utc)
+                if self.finite:               # a recorded video: its own frame index and time
+                    index = self.source.index
+                    t = index / self.source.fps
+                else:                         # a live camera: frames counted since the start, wall-clock time
+                    index = self.slot.captured
+                    t = time.monotonic() - self.t0
+                self.slot.put((pixels, index, t, when), stop)
+        finally:
+            self.slot.finish()
+
+    def _loop(self) -> None:
+        """The analyser thread: the newest frame, at most --fps a second."""
+        period = 1.0 / self.s.fps
+        next_at = time.monotonic()
+        stop = self.stop_event
+        while not stop.is_set():
+            if stop.wait(max(0.0, next_at - time.monotonic())):
+                break
+            item = self.slot.take(0.5)
+            if item is None:
+                if self.slot.ended:
+                    stop.set()                # a recorded video came to its end
+                    break
+                continue
+            self.health.busy(0)
+            try:
+                self.frame(*item)
+                self.analysed += 1
             finally:
                 self.health.idle(0)
-            next_at = max(next_at + self.s.interval, time.monotonic())
-        self.source.close()
+            next_at = max(next_at + period, time.monotonic())
 
-    def frame(self, pixels: np.ndarray, seq: int) -> None:
+    def frame(self, pixels: np.ndarray, seq: int, t: float | None = None, when: _dt.datetime | None = None) -> None:
+        """Analyse one frame: its record (faces, tracks), its saved copy, its ended tracks' timelines."""
         from .track import timeline
         from .video import track_frame
-        when = _dt.datetime.now(_dt.timezone.utc)
-        t = time.monotonic() - self.t0
+        when = when or _dt.datetime.now(_dt.timezone.utc)
+        t = time.monotonic() - self.t0 if t is None else t
         try:
             rec = track_frame(self.clf, self.tracker, None, pixels, seq, t, None,
                               {"frame": seq, "frame_time": when.isoformat(timespec="milliseconds"),
@@ -314,10 +403,21 @@ class CameraDaemon(Service):
         self.counted(rec)
         log.debug("frame %d at %s: %s", seq, rec["frame_time"], summary(rec))
 
+    def frame_counts(self) -> dict:
+        """Frames captured, analysed and dropped (replaced by a newer one before they could be analysed),
+        faces classified and the tracks started, since the start."""
+        return {"captured": self.slot.captured, "analysed": self.analysed, "dropped": self.slot.dropped,
+                "classified": self.tracker.classifications, "tracks": self.tracker.next_id - 1}
+
     def status_text(self) -> str:
         c = self.tally.snapshot()
-        n = c["ok"] + c["no_face"] + c["error"] + c["unreadable"]
-        return f"{self.source.name}: {self.state}; {n} frames ({c['ok']} with faces, {c['no_face']} without)"
+        f = self.frame_counts()
+        return (f"{self.source.name}: {self.state}; {f['analysed']} frames analysed ({c['ok']} with faces, "
+                f"{c['no_face']} without), {f['dropped']} dropped of {f['captured']} captured; "
+                f"{f['classified']} faces classified, {f['tracks']} face tracks")
+
+    def _metrics_snapshot(self) -> dict:
+        return {**super()._metrics_snapshot(), "camera": self.frame_counts()}
 
     def _track_ended(self, line: dict) -> None:
         try:
@@ -328,11 +428,15 @@ class CameraDaemon(Service):
     def shutdown(self) -> None:
         if self._thread is not None:
             self._thread.join()
+        if self._grabber is not None:
+            self._grabber.join(timeout=5.0)   # a camera read blocks for a frame at most; a stuck one is left
+        self.slot.discard()
         from .track import timeline
         for tr in self.tracker.close():
             self._track_ended(timeline(tr, str(self.s.camera)))
         self.tracks.close()
-        self.source.close()
+        if self._grabber is None or not self._grabber.is_alive():
+            self.source.close()
         self.results.close()
         self._release_locks()
         log.info("stopped: %s", self.status_text())

@@ -26,6 +26,7 @@ from .options import DETECTOR_HELP, MAX_PASSES, MODEL_HELP, PASSES_HELP, SHIPPED
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 SAVE_FRAMES = ("none", "with-faces", "all")
+DEFAULT_FPS = 5.0
 
 
 # --- value checkers: each returns the clean value or raises ValueError saying what is expected ---------------
@@ -35,7 +36,10 @@ def _path(v):
         raise ValueError("a path (a non-empty string)")
     if "\0" in str(v):
         raise ValueError("a path without NUL characters")
-    return Path(v).expanduser()
+    try:
+        return Path(v).expanduser()
+    except RuntimeError:             # "~name" where no user is called name
+        raise ValueError(f"a path whose ~ names a user of this system ({str(v).split('/')[0]!r} does not)") from None
 
 
 def _model(v):
@@ -146,7 +150,13 @@ class WatchSettings:
                             "for files whose events were lost; 0 = never [60].", cli=float)
     camera: str | None = setting(None, _camera, "Classify camera frames instead: 0, 1, ... (USB/V4L2), "
                                  "picamera2, or a video path/URL.")
-    interval: float = setting(1.0, _float(0.0), "Seconds between camera frames [1].", cli=float)
+    fps: float | None = setting(None, _float(0.0), "Live cameras: analyse at most this many frames a second, "
+                                "always the newest; frames that arrive meanwhile are dropped and counted "
+                                f"[{DEFAULT_FPS:g}, or 1/--interval].", cli=float)
+    every: int = setting(1, _int(1, 100_000), "Recorded videos (in the inbox, or given as --camera): analyse "
+                         "one frame in N, in order [1: every frame].", cli=int)
+    interval: float | None = setting(None, _float(0.0), "The older spelling of --fps: seconds between camera "
+                                     "frames (--fps 1/INTERVAL); kept for old config files.", cli=float)
     save_frames: str = setting("none", _choice(SAVE_FRAMES), "none, with-faces or all [none].")
     frames_dir: Path | None = setting(None, _path, "Saved frames [OUT/frames].", path=True, cli=Path)
     frames_max_mb: float = setting(500.0, _float(0.0), "Disk cap for saved frames; the oldest are deleted [500].",
@@ -308,6 +318,11 @@ def resolve(given: dict[str, Any], config_path: str | Path | None = None) -> Wat
 
 def _complete(s: WatchSettings) -> WatchSettings:
     """Cross-checks and folder defaults."""
+    if s.fps is not None and s.interval is not None:
+        raise SetupError(f"both fps ({s.fps:g}) and its older spelling interval ({s.interval:g} s) are set; "
+                         f"keep fps only")
+    if s.fps is None:
+        s.fps = 1.0 / s.interval if s.interval is not None else DEFAULT_FPS
     if s.camera is not None and s.inbox is not None:
         raise SetupError("give an inbox folder or --camera, not both (run one service for each: see "
                          "systemd/edgeemo-camera.service)")

@@ -17,6 +17,15 @@ SYSTEM_DIRS = ("/etc", "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/bo
 OWNER_FILE = ".edgeemo.pid"     # in the results folder (the service's, not the producers'): who holds the locks
 
 
+def expand_user(path: str | os.PathLike) -> Path:
+    """``path`` with a leading ``~`` or ``~name`` expanded; as given where ``~name`` names no user of this
+    system (then it is simply not found, and the error names it as the user wrote it)."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        return Path(path)
+
+
 class FolderLock:
     """One daemon per folder: an exclusive kernel lock (``flock``) on an open descriptor of the folder itself.
 

@@ -125,6 +125,16 @@ class MetricsFile:
                         value=mqtt["backlog_bytes"])
             yield counter("edgeemo_mqtt_published", "Records published and acknowledged since start",
                           value=mqtt["published"])
+        cam = snap.get("camera")
+        if cam is not None:
+            frames = counter("edgeemo_camera_frames", "Camera frames since start: captured, analysed, and dropped "
+                             "(replaced by a newer frame before they could be analysed)", labels=["outcome"])
+            for outcome in ("captured", "analysed", "dropped"):
+                frames.add_metric([outcome], cam[outcome])
+            yield frames
+            yield counter("edgeemo_camera_faces_classified", "Faces classified (a steady track reuses its last "
+                          "answer in between)", value=cam["classified"])
+            yield counter("edgeemo_camera_tracks", "Face tracks started since start", value=cam["tracks"])
         rss = rss_bytes()
         if rss is not None:
             yield gauge("edgeemo_resident_memory_bytes", "Resident memory of the daemon process", value=rss)
@@ -205,6 +215,12 @@ def describe(samples: dict[str, list[tuple[dict, float]]], age: float) -> str:
         lines = [lines[0], f"collect {int(one('edgeemo_collect_written_total', 0))} records stored, "
                            f"{int(one('edgeemo_collect_repeats_total', 0))} repeats dropped, "
                            f"{int(one('edgeemo_collect_rejected_total', 0))} messages set aside (rejected.jsonl)"]
+    frames = {lab["outcome"]: int(v) for lab, v in samples.get("edgeemo_camera_frames_total", [])}
+    if frames:
+        lines.append(f"camera  {frames.get('analysed', 0)} frames analysed, {frames.get('dropped', 0)} dropped of "
+                     f"{frames.get('captured', 0)} captured; "
+                     f"{int(one('edgeemo_camera_faces_classified_total', 0))} faces classified, "
+                     f"{int(one('edgeemo_camera_tracks_total', 0))} face tracks")
     if one("edgeemo_mqtt_connected") is not None:
         lines.append(f"mqtt    {'connected' if one('edgeemo_mqtt_connected') else 'NOT connected'}; "
                      f"{int(one('edgeemo_mqtt_published_total', 0))} published; backlog "

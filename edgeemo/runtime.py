@@ -22,6 +22,7 @@ import numpy as np
 from . import modelfile
 from .crop import FaceGeometry
 from .errors import EdgeemoError, SetupError
+from .folders import expand_user
 from .modelfile import ModelFileError
 
 from .options import DEFAULT_MODEL_NAME, MAX_PASSES, SHIPPED_MODELS  # noqa: F401 (the names --model takes)
@@ -97,7 +98,7 @@ def resolve_model_path(model: str | os.PathLike | None) -> Path:
             raise ModelFileError(f"--model {model}: this edgeemo build has no shipped {model!s} model "
                                  f"({SHIPPED_MODELS[str(model)]}); pass --model FILE.tflite")
         return p
-    p = Path(model).expanduser()
+    p = expand_user(model)
     if not p.is_file():
         raise ModelFileError(f"{p}: model file not found (give a .tflite file, or a shipped model: "
                              f"{', '.join(SHIPPED_MODELS)})")

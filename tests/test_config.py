@@ -28,6 +28,24 @@ def test_the_command_line_wins_over_the_file_and_relative_paths_follow_the_file(
     assert s.mqtt == "mqtt://broker/edgeemo"
 
 
+def test_camera_pace_fps_every_and_the_older_interval(tmp_path):
+    """Issue 32: fps and every from the file and the command line; the older interval = 1/fps still works,
+    and giving both is refused rather than guessed."""
+    cfg = tmp_path / "cam.toml"
+    cfg.write_text('camera = 0\nout = "o"\nfps = 2.5\nevery = 3\n')
+    s = resolve({}, cfg)
+    assert (s.fps, s.every) == (2.5, 3)
+    assert resolve({"fps": 10}, cfg).fps == 10
+    assert resolve({"camera": "0", "out": tmp_path}).fps == 5.0
+    old = tmp_path / "old.toml"
+    old.write_text('camera = 0\nout = "o"\ninterval = 2.0\n')
+    assert resolve({}, old).fps == 0.5
+    with pytest.raises(SetupError, match="keep fps only"):
+        resolve({"fps": 3}, old)
+    with pytest.raises(SetupError, match="--every 0: not valid"):
+        resolve({"camera": "0", "out": tmp_path, "every": 0})
+
+
 @pytest.mark.parametrize("given, message", [
     ({}, "no inbox folder"),
     ({"inbox": "/tmp/in", "camera": "0"}, "not both"),

@@ -230,7 +230,7 @@ def test_the_camera_daemon_publishes_its_frames(tmp_path, device_model, broker, 
     from test_watch_camera import Camera, make_video
     video = make_video(tmp_path / "cam.avi")
     sub = Subscriber(broker, "fleet/+/result")
-    c = Camera(tmp_path, device_model, "--camera", str(video), "--interval", "0.05", "--detector", "none",
+    c = Camera(tmp_path, device_model, "--camera", str(video), "--fps", "20", "--detector", "none",
                "--mqtt", broker.url(), "--mqtt-password-file", str(secret), "--mqtt-device", "door-cam")
     try:
         # the video ends after 6 frames and the daemon stops by itself, after publishing them

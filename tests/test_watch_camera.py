@@ -72,7 +72,7 @@ def camera(tmp_path, device_model):
 def test_frames_are_recorded_with_frame_time_and_kept_under_the_cap(tmp_path, camera):
     video = make_video(tmp_path / "cam.avi", frames=12)
     cap_mb = 0.008
-    c = camera("--camera", str(video), "--interval", "0.05", "--detector", "none", "--save-frames", "all",
+    c = camera("--camera", str(video), "--fps", "20", "--detector", "none", "--save-frames", "all",
                "--frames-max-mb", str(cap_mb))
     # a recorded video: every frame once, in order, and the daemon stops by itself at its end (exit 0)
     assert c.proc.wait(DEADLINE) == 0
@@ -91,7 +91,7 @@ def test_frames_are_recorded_with_frame_time_and_kept_under_the_cap(tmp_path, ca
 
 def test_with_faces_keeps_only_frames_that_have_a_face(tmp_path, camera):
     video = make_video(tmp_path / "noise.avi")
-    c = camera("--camera", str(video), "--interval", "0.05", "--detector", "haar", "--save-frames", "with-faces")
+    c = camera("--camera", str(video), "--fps", "20", "--detector", "haar", "--save-frames", "with-faces")
     assert c.proc.wait(DEADLINE) == 0                     # the 6-frame video ends: the daemon stops by itself
     recs = c.records()
     assert len(recs) == 6
@@ -134,7 +134,7 @@ def test_camera_tracks_blurred_saved_frames_and_old_frames_expire(tmp_path, came
     old = frames_dir / "frame-20200101T000000.000Z-000000.jpg"
     old.write_bytes(b"an old frame")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
-    c = camera("--camera", str(video), "--interval", "0.01", "--detector", "yunet", "--save-frames", "with-faces",
+    c = camera("--camera", str(video), "--fps", "100", "--detector", "yunet", "--save-frames", "with-faces",
                "--frames-max-age", "1")
     assert c.proc.wait(DEADLINE) == 0, c.log()
     # the camera tracks faces too: steady ids across its frames, and their timelines when it stops
@@ -158,7 +158,80 @@ def test_camera_tracks_blurred_saved_frames_and_old_frames_expire(tmp_path, came
         return sum(any(iou(o, b) >= 0.5 for b in boxes) for o in original)
     assert [found_again(p) for p in saved] == [0, 0, 0, 0]
     shown = tmp_path / "shown"
-    c2 = camera("--camera", str(video), "--interval", "0.01", "--detector", "yunet", "--save-frames", "all",
+    c2 = camera("--camera", str(video), "--fps", "100", "--detector", "yunet", "--save-frames", "all",
                 "--no-blur-faces", "--frames-dir", str(shown))
     assert c2.proc.wait(DEADLINE) == 0
     assert found_again(sorted(shown.glob("frame-*.jpg"))[0]) >= 4
+
+
+class LiveStream:
+    """A live camera stream, as OpenCV's FFmpeg backend reads one: JPEG frames written into a FIFO at a
+    steady rate by a thread, for as long as the test wants (it never ends by itself, like a camera)."""
+
+    def __init__(self, path: Path, frame: np.ndarray, fps: float):
+        import os
+        import threading
+        import time
+        os.mkfifo(path)
+        self.path, self.written = path, 0
+        self.stop = threading.Event()
+        ok, buf = cv2.imencode(".jpg", frame)
+        assert ok
+        data = buf.tobytes()
+
+        def write():
+            try:
+                with open(path, "wb") as fh:         # blocks until the daemon opens the stream
+                    while not self.stop.is_set():
+                        fh.write(data)
+                        fh.flush()
+                        self.written += 1
+                        time.sleep(1 / fps)
+            except (BrokenPipeError, OSError):
+                pass                                  # the daemon closed the stream
+        self.thread = threading.Thread(target=write, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+def test_a_live_camera_analyses_the_newest_frame_and_counts_the_dropped_ones(tmp_path, camera, data_dir):
+    """Issue 32: a live stream faster than --fps: the daemon analyses at most --fps frames a second, always
+    the newest (the frame numbers jump over the frames it dropped), never builds a backlog, and says how many
+    frames it captured, analysed and dropped in its metrics, `edgeemo status` and its summary at stop."""
+    import time
+    pytest.importorskip("prometheus_client")
+    stream = LiveStream(tmp_path / "camera.mjpeg", cv2.imread(str(data_dir / "scenes" / "2008_002079.jpg")), 50)
+    metrics = tmp_path / "edgeemo.prom"
+    try:
+        c = camera("--camera", str(stream.path), "--fps", "4", "--detector", "yunet", "--metrics-file", str(metrics))
+        wait_until(lambda: len(c.records()) >= 8, what="8 analysed frames")
+        time.sleep(5.5)                               # the metrics file is written every 5 s
+        assert c.stop() == 0, c.log()
+    finally:
+        stream.close()
+    recs = c.records()
+    frames = [r["frame"] for r in recs]
+    gaps = [b - a for a, b in zip(frames, frames[1:])]
+    # the newest frame each time: at 50 frames/s in and 4 analysed a second, about 12 skipped between two
+    assert all(g >= 2 for g in gaps) and sum(gaps) / len(gaps) >= 5, frames
+    elapsed = (dt.datetime.fromisoformat(recs[-1]["time"]) - dt.datetime.fromisoformat(recs[0]["time"])).total_seconds()
+    assert (len(recs) - 1) / elapsed <= 4 * 1.25, (len(recs), elapsed)           # the --fps cap holds
+    # the same faces keep their tracks from one analysed frame to the next
+    assert len(recs[0]["faces"]) >= 4 and all(sorted(f["track"] for f in r["faces"])
+                                              == sorted(f["track"] for f in recs[0]["faces"]) for r in recs)
+    # an honest count: the summary at stop, the metrics file, and `edgeemo status` reading it
+    import re
+    m = re.search(r"stopped: .*?(\d+) frames analysed .*?, (\d+) dropped of (\d+) captured", c.log())
+    assert m, c.log()
+    analysed, dropped, captured = map(int, m.groups())
+    assert analysed == len(recs) and dropped > analysed and captured >= analysed + dropped
+    assert captured <= stream.written
+    text = metrics.read_text()
+    got = {k: float(v) for k, v in re.findall(r'edgeemo_camera_frames_total\{outcome="(\w+)"\} (\S+)', text)}
+    assert set(got) == {"captured", "analysed", "dropped"} and got["dropped"] > got["analysed"] > 0
+    st = subprocess.run([sys.executable, "-m", "edgeemo.cli", "status", str(metrics)],
+                        capture_output=True, text=True, timeout=60)
+    assert re.search(r"camera  \d+ frames analysed, \d+ dropped of \d+ captured", st.stdout), st.stdout + st.stderr

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import EdgeemoError
+from ..folders import expand_user
 
 log = logging.getLogger("edgeemo")
 
@@ -84,12 +85,12 @@ def find_yunet_model(explicit: str | os.PathLike | None = None) -> Path | None:
     """The YuNet ONNX file: the explicit path, else $EDGEEMO_YUNET_MODEL, else the standard places, the last of
     which is the file shipped in the package."""
     if explicit:
-        return Path(explicit).expanduser()
+        return expand_user(explicit)
     env = os.environ.get(YUNET_ENV)
     if env:
-        return Path(env).expanduser()
+        return expand_user(env)
     for cand in YUNET_SEARCH:
-        p = Path(cand).expanduser()
+        p = expand_user(cand)
         if p.is_file():
             return p
     return None

@@ -391,10 +391,15 @@ class TrackLog:
         self.out, self.formats = out, formats
         self._files = None
         self.written = 0
+        self._lock = threading.Lock()        # the folder daemon's workers may end tracks at the same time
 
     def write(self, line: dict) -> None:
         if self.out is None:
             return
+        with self._lock:
+            self._write(line)
+
+    def _write(self, line: dict) -> None:
         if self._files is None:
             self._files = {"jsonl": _AppendFile(self.out / "tracks.jsonl")}
             if "csv" in self.formats:

@@ -45,8 +45,9 @@ def is_video(path: Path) -> bool:
 
 def classify_video(clf, path: Path, every: int = 1, sha256: str | None = None,
                    on_track: Callable[[dict], None] = lambda line: None, tracker: Tracker | None = None,
-                   **extra) -> Iterator[dict]:
-    """Records of the analysed frames of ``path`` (see the module's text); ``clf`` is a pipeline.Classifier."""
+                   start: int = 0, **extra) -> Iterator[dict]:
+    """Records of the analysed frames of ``path`` (see the module's text); ``clf`` is a pipeline.Classifier.
+    ``start``: the first frame index to analyse (a video continued after the frames recorded before)."""
     name = str(path)
     cap = cv2.VideoCapture(name, cv2.CAP_FFMPEG)
     if not cap.isOpened():
@@ -63,7 +64,7 @@ def classify_video(clf, path: Path, every: int = 1, sha256: str | None = None,
             if not cap.grab():
                 break
             index += 1
-            if index % every:
+            if index < start or index % every:
                 continue
             ok, frame = cap.retrieve()
             if not ok or frame is None:
@@ -78,7 +79,7 @@ def classify_video(clf, path: Path, every: int = 1, sha256: str | None = None,
         cap.release()
         for tr in tracker.close():
             on_track(timeline(tr, name))
-    if decoded == 0:
+    if decoded == 0 and not (start and index + 1 >= start):     # nothing left after ``start`` is no damage
         yield clf.record(name, "unreadable", sha256=sha256, error=f"{name}: no frame could be decoded (damaged "
                          f"or empty video)", **extra)
     elif total > 0 and index + 1 < total - max(2, total // 50):

@@ -1,4 +1,4 @@
-"""`edgeemo watch`: classify every photo that lands in an inbox folder exactly once.
+"""`edgeemo watch`: classify every photo (or video) that lands in an inbox folder exactly once.
 
 Per file: classify it, append its record to ``results.jsonl`` (and ``results.csv``; one ``write`` per record,
 fsynced), then move it into ``done/``, or into ``failed/`` beside a ``<name>.error.json`` saying why (a hard
@@ -18,7 +18,11 @@ mtime stay unchanged for ``--settle`` seconds. Dot-files and ``.part``, ``.tmp``
 until they are renamed. The work queue is bounded: when it is full, events are dropped and the folder is
 scanned again once there is room, so memory stays flat however many files arrive.
 
-SIGTERM and SIGINT finish the file in hand, flush and exit 0. Under systemd (``Type=notify``) the daemon
+A video (``video.is_video``) gets one record per analysed frame (one in ``--every``), with face tracks
+whose timelines go to ``tracks.jsonl``, and is moved on after its last frame; a video stopped half-way
+(SIGTERM, a crash) is continued after its last recorded frame at the next start (its tracks start again).
+
+SIGTERM and SIGINT finish the file in hand (a video: the frame in hand), flush and exit 0. Under systemd (``Type=notify``) the daemon
 sends READY=1, STATUS= with counters and WATCHDOG=1 pings, which stop when a worker is stuck on one file.
 """
 from __future__ import annotations
@@ -73,6 +77,8 @@ class FolderDaemon(Service):
             self.classifiers = make_classifiers(s, s.workers)
             imageio.share_decode_budget(s.workers)       # the workers decode at the same time
             self.results = open_ledger(self.out, s.format, self.classifiers[0].labels)
+            from .results import TrackLog
+            self.tracks = TrackLog(self.out, s.format)      # the timelines of the face tracks of videos
         except BaseException:
             self._release_locks()
             raise
@@ -102,6 +108,8 @@ class FolderDaemon(Service):
             rec = ledger.get((name, file_sha256(src)))
             if rec is None:
                 continue
+            if "frame" in rec and rec.get("status") in ("ok", "no_face"):
+                continue             # a video's frame: handle() continues it after its last recorded frame
             if name not in in_hand:
                 log.info("%s: the same name and content as a file recorded before; it was dropped again and is "
                          "classified as a new file", src)
@@ -302,8 +310,12 @@ class FolderDaemon(Service):
     def handle(self, clf, name: str, worker: int | None = None) -> None:
         src = self.inbox / name
         self.attempts.begin(name)
-        finished = False
+        left = False                  # a stop came first: the file stays in the inbox for the next start
         try:
+            from .video import is_video
+            if is_video(src):
+                left = not self.video(clf, src, worker)
+                return
             rec, ident = self._classify(clf, src)
             if rec is not None and imageio.looks_incomplete(rec) and self._recently_changed(src):
                 # A producer may close a file and append the rest later: look again once it has been left
@@ -316,12 +328,56 @@ class FolderDaemon(Service):
                 log.info("%s changed while it was classified; classifying its new content", src)
                 self.intake.add(name, ready=False)
                 return
-            finished = rec is None or self.commit(rec, src, worker, ident)
+            left = rec is not None and not self.commit(rec, src, worker, ident)
         finally:
             # a marker survives only a crash; after a clean stop the file is simply tried again
             self.attempts.end(name)
-        if not finished:
-            log.info("%s: left in the inbox for the next start", src)
+            if left:
+                log.info("%s: left in the inbox for the next start", src)
+
+    def video(self, clf, src: Path, worker: int | None) -> bool:
+        """A video in the inbox: a record per analysed frame, appended as it comes, then the move (decided by
+        its last record: an ``error`` or ``unreadable`` one sets it aside in failed/). Continued after the
+        frames recorded before a stop or a crash. False if a stop came first."""
+        import contextlib
+        from .video import classify_video
+        try:
+            ident = imageio.identity(os.lstat(src))
+            sha = file_sha256(src)
+        except OSError:
+            log.debug("%s vanished before it was processed", src)
+            return True
+        before = self.results.tail_index({src.name}).get((src.name, sha))
+        start = 0
+        if before is not None and isinstance(before.get("frame"), int) and before.get("status") in ("ok", "no_face"):
+            start = before["frame"] + 1
+            log.info("%s: frames up to %d were recorded before the restart; continuing from frame %d (its face "
+                     "tracks start again)", src, before["frame"], start)
+        last = before if start else None
+        frames = classify_video(clf, src, self.s.every, sha, self.tracks_ended, start=start)
+        with contextlib.closing(frames):
+            for rec in frames:
+                if worker is not None:
+                    self.health.busy(worker)          # a long video is progress, not a stuck worker
+                if not self._append(rec, src, worker):
+                    return False
+                self.counted(rec)
+                last = rec
+                if self.stop_event.is_set() and rec["status"] in ("ok", "no_face"):
+                    log.info("%s: stopped after frame %s; it is continued from there at the next start", src,
+                             rec.get("frame"))
+                    return False
+        if last is None:             # a video with no frame left after ``start``: nothing more to record
+            last = clf.record(str(src), "no_face", sha256=sha)
+        if self._identity(src) != ident:
+            log.info("%s changed while it was analysed; its records describe the earlier content", src)
+        return self._move(last, src, worker, ident)
+
+    def tracks_ended(self, line: dict) -> None:
+        try:
+            self.tracks.write(line)
+        except OSError as exc:
+            log.warning("a face track's timeline not written to %s (%s)", self.out, exc.strerror or exc)
 
     @staticmethod
     def _identity(src: Path):
@@ -348,11 +404,18 @@ class FolderDaemon(Service):
     def commit(self, rec: dict, src: Path, worker: int | None, ident=None) -> bool:
         """Append the record, then move the file on; retried with back-off (disk full, permissions) without
         classifying again. False if a stop came first (the state on disk is then one that a restart resumes)."""
+        if not self._append(rec, src, worker):
+            return False
+        self.counted(rec)
+        return self._move(rec, src, worker, ident)
+
+    def _append(self, rec: dict, src: Path, worker: int | None) -> bool:
+        """Append a record, retried with back-off; False if a stop came first."""
         backoff = Backoff()
         while True:
             try:
                 self.results.append(rec)
-                break
+                return True
             except OSError as exc:
                 delay = backoff.next()
                 log.error("%s: cannot append its result to %s (%s); the file stays in the inbox; retrying in "
@@ -360,7 +423,9 @@ class FolderDaemon(Service):
                           exc.strerror or exc, delay)
                 if self._wait(worker, delay):
                     return False
-        self.counted(rec)
+
+    def _move(self, rec: dict, src: Path, worker: int | None, ident=None) -> bool:
+        """Move a recorded file on (done/ or failed/ by its record), retried with back-off."""
         backoff = Backoff()
         while True:
             try:
@@ -408,6 +473,7 @@ class FolderDaemon(Service):
             t.join()
         self._stop_observer()
         logging.getLogger("watchdog").removeHandler(self._overflows)
+        self.tracks.close()
         self.results.close()
         self._release_locks()
         log.info("stopped: %s", self.status_text())

@@ -235,3 +235,44 @@ def test_a_live_camera_analyses_the_newest_frame_and_counts_the_dropped_ones(tmp
     st = subprocess.run([sys.executable, "-m", "edgeemo.cli", "status", str(metrics)],
                         capture_output=True, text=True, timeout=60)
     assert re.search(r"camera  \d+ frames analysed, \d+ dropped of \d+ captured", st.stdout), st.stdout + st.stderr
+
+
+def test_a_video_in_the_inbox_is_analysed_and_continued_after_a_stop(tmp_path, daemon_factory, data_dir):
+    """Issue 32: a video dropped into the watched inbox gets a record per analysed frame (one in --every), its
+    face tracks' timelines in tracks.jsonl, and is moved to done/ after its last frame; stopped half-way
+    (SIGTERM), it is continued after its last recorded frame at the next start: no frame twice, none lost."""
+    import os
+    import shutil
+
+    from synth_video import make
+    made = make(tmp_path / "group.avi", cv2.imread(str(data_dir / "scenes" / "2008_002079.jpg")), frames=80, pan=2)
+    d = daemon_factory("--detector", "yunet", "--every", "2", "--fps", "100")
+    d.start()
+    shutil.copy(made.path, d.inbox / ".group.avi.part")
+    os.rename(d.inbox / ".group.avi.part", d.inbox / "group.avi")
+    wait_until(lambda: d.n_records() >= 5, what="the first frames of the video")
+    assert d.signal(signal.SIGTERM) == 0
+    first = d.records()
+    assert 5 <= len(first) < 40 and (d.inbox / "group.avi").exists(), d.log_text()
+    d.start()
+    wait_until(lambda: (d.inbox / "done" / "group.avi").exists(), what="the video moved to done/")
+    assert d.signal(signal.SIGTERM) == 0
+    recs = d.records()
+    assert [r["frame"] for r in recs] == list(range(0, 80, 2)), d.log_text()      # each analysed frame once
+    assert all(r["status"] == "ok" and r["file"] == str(d.inbox / "group.avi") for r in recs)
+    assert "continuing from frame" in d.log_text()
+    # within each run the same people keep their tracks; their timelines are written
+    run2 = recs[len(first):]
+    people = {person for r in run2 for person, _ in made.truth[r["frame"]]}
+    assert len({f["track"] for r in run2 for f in r["faces"]}) <= len(people)
+    tracks = [json.loads(x) for x in (d.results / "tracks.jsonl").read_text().splitlines()]
+    assert len(tracks) >= 8 and all(t["file"] == str(d.inbox / "group.avi") for t in tracks)
+    assert max(t["last_frame"] for t in tracks) == 78
+    # a video that cannot be decoded is recorded as unreadable and set aside, like a broken photo
+    data = made.path.read_bytes()
+    (d.inbox / "broken.avi").write_bytes(data[:300] + bytes(5000))
+    d.start()
+    wait_until(lambda: (d.inbox / "failed" / "broken.avi.error.json").exists(), what="the broken video set aside")
+    assert d.signal(signal.SIGTERM) == 0
+    last = d.records()[-1]
+    assert last["status"] == "unreadable" and last["file"].endswith("broken.avi") and "video" in last["error"]

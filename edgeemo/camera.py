@@ -382,7 +382,7 @@ class CameraDaemon(Service):
             rec = self.clf.record(None, "error", error=f"frame {seq}: {type(exc).__name__}: {exc}",
                                   frame=seq, frame_time=when.isoformat(timespec="milliseconds"), camera=self.s.camera)
         for tr in self.tracker.ended(t):
-            self._track_ended(timeline(tr, str(self.s.camera)))
+            self._track_ended(timeline(tr, str(self.s.camera)) | {"camera": self.s.camera})
         keep = self.frames is not None and (self.s.save_frames == "all" or rec["faces"])
         if keep:
             try:
@@ -433,7 +433,7 @@ class CameraDaemon(Service):
         self.slot.discard()
         from .track import timeline
         for tr in self.tracker.close():
-            self._track_ended(timeline(tr, str(self.s.camera)))
+            self._track_ended(timeline(tr, str(self.s.camera)) | {"camera": self.s.camera})
         self.tracks.close()
         if self._grabber is None or not self._grabber.is_alive():
             self.source.close()

@@ -10,8 +10,12 @@ hash of its line) with which a consumer such as ``edgeemo collect`` drops the re
 record file itself, not memory.
 
 Topics under ``<prefix>/<device>/``: ``result`` (every record, with ``id`` and ``device`` added), ``state``
-(retained: last label, faces in the last record, counts per label since start), ``availability``
-(retained ``online``; the broker publishes ``offline`` as the last will when the daemon vanishes).
+(retained: last label, faces in the last record, counts per label since start, people in view),
+``availability`` (retained ``online``; the broker publishes ``offline`` as the last will when the daemon
+vanishes), and ``track``: face-track events of cameras and videos (``TrackEvents``), ``event_type``
+``start`` (a person came into view), ``change`` (their steady emotion changed) and ``end`` (with the
+track's timeline from ``tracks.jsonl``, which the publisher follows with a cursor of its own, like
+``results.jsonl``). Start and change are read from the records, so they are as durable as the records.
 """
 from __future__ import annotations
 
@@ -182,9 +186,9 @@ class Outbox:
     """The cursor into ``results.jsonl``: the byte offset up to which the broker has acknowledged every
     record, saved with the file's inode (a new results file starts from its first record)."""
 
-    def __init__(self, results: Path, state_dir: Path):
+    def __init__(self, results: Path, state_dir: Path, name: str = "cursor.json"):
         self.results = results
-        self.path = state_dir / "cursor.json"
+        self.path = state_dir / name
         state_dir.mkdir(parents=True, exist_ok=True)
         self.offset, self.inode = 0, None
         try:
@@ -217,10 +221,18 @@ class Outbox:
         except OSError:
             return 0
 
-    def pending(self, limit: int) -> tuple[list[tuple[int, bytes]], int]:
-        """Up to ``limit`` complete lines after the cursor, as (offset, line without newline), and the offset
-        just after the last of them."""
+    def size(self) -> int:
+        try:
+            return os.stat(self.results).st_size
+        except OSError:
+            return 0
+
+    def pending(self, limit: int, upto: int | None = None) -> tuple[list[tuple[int, bytes]], int]:
+        """Up to ``limit`` complete lines after the cursor (and before byte ``upto``), as (offset, line without
+        newline), and the offset just after the last of them."""
         size = self._check_file()
+        if upto is not None:
+            size = min(size, upto)
         if size <= self.offset:
             return [], self.offset
         out = []
@@ -228,8 +240,8 @@ class Outbox:
             fh.seek(self.offset)
             pos = self.offset
             for raw in fh:
-                if not raw.endswith(b"\n"):
-                    break                  # a record being written: next time
+                if not raw.endswith(b"\n") or pos + len(raw) > size:
+                    break                  # a record being written (or after ``upto``): next time
                 if raw.strip():
                     out.append((pos, raw.rstrip(b"\n")))
                 pos += len(raw)
@@ -240,6 +252,52 @@ class Outbox:
     def advance(self, to: int) -> None:
         self.offset = to
         atomic.write_json(self.path, {"offset": to, "inode": self.inode})
+
+
+class TrackEvents:
+    """Face-track events from the records, in order: ``start`` the first time a (source, track) is seen,
+    ``change`` when its steady emotion (``track_label``) differs from the last one seen; ``ended`` turns a
+    line of ``tracks.jsonl`` into an ``end`` event. A source is the record's camera or file; a camera
+    daemon that restarts numbers its tracks from 1 again, which shows as its frame numbers going back."""
+
+    def __init__(self):
+        self.live: dict[tuple[str, int], str | None] = {}       # (source, track) -> steady emotion
+        self._last_frame: dict[str, int] = {}
+
+    @staticmethod
+    def _source(rec: dict) -> str:
+        return f"camera {rec['camera']}" if rec.get("camera") is not None else str(rec.get("file"))
+
+    def from_record(self, rec: dict) -> list[dict]:
+        faces = [f for f in rec.get("faces") or [] if isinstance(f, dict) and isinstance(f.get("track"), int)]
+        src = self._source(rec)
+        frame = rec.get("frame")
+        if isinstance(frame, int):
+            if frame < self._last_frame.get(src, -1):           # a restarted camera, or the video again
+                self.live = {k: v for k, v in self.live.items() if k[0] != src}
+            self._last_frame[src] = frame
+        out = []
+        for f in faces:
+            key = (src, f["track"])
+            label = f.get("track_label")
+            base = {"track": f["track"], "source": src, "label": label,
+                    "confidence": f.get("track_confidence"), "box": f.get("box"), "frame": frame,
+                    "frame_time": rec.get("frame_time"), "time": rec.get("time")}
+            if key not in self.live:
+                out.append({"event_type": "start", **base})
+            elif label != self.live[key]:
+                out.append({"event_type": "change", "previous": self.live[key], **base})
+            self.live[key] = label
+        return out
+
+    def ended(self, line: dict) -> dict:
+        src = self._source(line)
+        self.live.pop((src, line.get("track")), None)
+        return {"event_type": "end", "source": src, "label": line.get("dominant"),
+                **{k: v for k, v in line.items() if k not in ("file", "camera")}}
+
+    def people(self) -> int:
+        return len(self.live)
 
 
 def discovery_configs(prefix: str, device: str, labels=LABELS) -> dict[str, dict]:
@@ -257,6 +315,14 @@ def discovery_configs(prefix: str, device: str, labels=LABELS) -> dict[str, dict
         f"{DISCOVERY_PREFIX}/sensor/{uid}/faces/config": {
             **common, "name": "Faces seen", "unique_id": f"{uid}_faces", "state_class": "total_increasing",
             "unit_of_measurement": "faces", "value_template": "{{ value_json.faces_total }}"},
+        f"{DISCOVERY_PREFIX}/sensor/{uid}/people/config": {
+            **common, "name": "People in view", "unique_id": f"{uid}_people", "icon": "mdi:account-group",
+            "unit_of_measurement": "people", "value_template": "{{ value_json.people | default(0) }}"},
+        f"{DISCOVERY_PREFIX}/event/{uid}/track/config": {
+            "name": "Face track", "unique_id": f"{uid}_track", "state_topic": f"{base}/track",
+            "event_types": ["start", "change", "end"], "availability_topic": f"{base}/availability",
+            "payload_available": "online", "payload_not_available": "offline", "device": dev,
+            "icon": "mdi:account-arrow-right"},
         f"{DISCOVERY_PREFIX}/binary_sensor/{uid}/status/config": {
             "name": "Status", "unique_id": f"{uid}_status", "device_class": "connectivity",
             "state_topic": f"{base}/availability", "payload_on": "online", "payload_off": "offline", "device": dev},
@@ -277,6 +343,9 @@ class Publisher:
         self.broker, self.device, self.labels = broker, device, list(labels)
         self.base = f"{broker.prefix}/{device}"
         self.outbox = Outbox(results, state_dir)
+        self.track_outbox = Outbox(results.parent / "tracks.jsonl", state_dir, "tracks-cursor.json")
+        self.events = TrackEvents()
+        self.track_events = 0
         self.ha_discovery = ha_discovery
         self.client = make_client(broker, f"edgeemo-{device}-{os.getpid()}", will=(f"{self.base}/availability", "offline"))
         self.client.on_connect = self._on_connect
@@ -334,7 +403,7 @@ class Publisher:
         deadline = time.monotonic() + timeout
         # a short run (a recorded video as the camera) may end before the broker has even answered: wait for
         # the connection too, within the same timeout; what is left stays in the outbox for the next start
-        while self.outbox.backlog() and time.monotonic() < deadline:
+        while (self.outbox.backlog() or self.track_outbox.backlog()) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.stop_event.set()
         self._thread.join(timeout=max(0.1, deadline - time.monotonic()) + ACK_TIMEOUT)
@@ -369,12 +438,42 @@ class Publisher:
                 self.stop_event.wait(0.2)
 
     def _publish_batch(self) -> int:
+        # A track's timeline is written after the last record that shows it: the timelines that exist before
+        # the records are read may follow them once the records are caught up (a later one would come
+        # before the records of its last frames, and its track would seem to start again).
+        tracks_upto = self.track_outbox.size()
         lines, end = self.outbox.pending(BATCH)
-        if not lines:
-            if end > self.outbox.offset:
-                self.outbox.advance(end)       # blank lines only
-            return 0
+        sent = 0
+        if lines:
+            sent = self._publish_records(lines, end)
+            if not sent:
+                return 0
+        elif end > self.outbox.offset:
+            self.outbox.advance(end)           # blank lines only
+        if len(lines) < BATCH:                 # the records are caught up: the ends of tracks follow them
+            sent += self._publish_track_ends(tracks_upto)
+        return sent
+
+    def _wait_acks(self, infos) -> bool:
+        deadline = time.monotonic() + ACK_TIMEOUT
+        for info in infos:
+            left = deadline - time.monotonic()
+            try:
+                info.wait_for_publish(max(0.01, left))
+            except (RuntimeError, ValueError):
+                return False           # not connected: the same messages are published again later
+            if not info.is_published():
+                return False
+        return True
+
+    def _track_event(self, event: dict, msg_id: str):
+        return self.client.publish(f"{self.base}/track", json.dumps({**event, "id": msg_id, "device": self.device},
+                                                                   ensure_ascii=True), qos=1)
+
+    def _publish_records(self, lines, end) -> int:
         infos, recs = [], []
+        events = TrackEvents()
+        events.live, events._last_frame = dict(self.events.live), dict(self.events._last_frame)
         for offset, line in lines:
             rec = jsonl.parse(line)
             if rec is None:
@@ -382,17 +481,14 @@ class Publisher:
                 continue
             rec = {**rec, "id": message_id(offset, line), "device": self.device}
             infos.append(self.client.publish(f"{self.base}/result", json.dumps(rec, ensure_ascii=True), qos=1))
+            for ev in events.from_record(rec):
+                infos.append(self._track_event(ev, f"{rec['id']}-{ev['track']}-{ev['event_type']}"))
+                self.track_events += 1
             recs.append(rec)
-        deadline = time.monotonic() + ACK_TIMEOUT
-        for info in infos:
-            left = deadline - time.monotonic()
-            try:
-                info.wait_for_publish(max(0.01, left))
-            except (RuntimeError, ValueError):
-                return 0               # not connected: the same records are published again later
-            if not info.is_published():
-                return 0
+        if not self._wait_acks(infos):
+            return 0
         self.outbox.advance(end)
+        self.events = events                   # the tracks' state moves on with the cursor
         self.published += len(recs)
         for rec in recs:
             faces = rec.get("faces") or []
@@ -402,11 +498,35 @@ class Publisher:
         self._publish_state()
         return len(recs)
 
+    def _publish_track_ends(self, upto: int) -> int:
+        lines, end = self.track_outbox.pending(BATCH, upto)
+        if not lines:
+            if end > self.track_outbox.offset:
+                self.track_outbox.advance(end)
+            return 0
+        infos = []
+        events = TrackEvents()
+        events.live, events._last_frame = dict(self.events.live), dict(self.events._last_frame)
+        for offset, line in lines:
+            tl = jsonl.parse(line)
+            if not isinstance(tl, dict) or not isinstance(tl.get("track"), int):
+                log.warning("%s: the line at byte %d is not a track's timeline; not published",
+                            self.track_outbox.results, offset)
+                continue
+            infos.append(self._track_event(events.ended(tl), "t" + message_id(offset, line)))
+        if not self._wait_acks(infos):
+            return 0
+        self.track_outbox.advance(end)
+        self.events = events
+        self.track_events += len(infos)
+        self._publish_state()
+        return len(infos)
+
     def state(self) -> dict:
         last_faces = self.last.get("faces") or []
         return {"last_label": last_faces[0]["label"] if last_faces else None, "faces": len(last_faces),
                 "last_status": self.last.get("status"), "last_time": self.last.get("time"),
-                "faces_total": self.faces_total, "records": self.published,
+                "faces_total": self.faces_total, "records": self.published, "people": self.events.people(),
                 "counts": {lab: self.counts.get(lab, 0) for lab in self.labels}}
 
     def _publish_state(self) -> None:

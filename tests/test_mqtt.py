@@ -153,16 +153,19 @@ def test_home_assistant_discovery_payloads_and_their_removal(tmp_path, device_mo
     drop(d, 0, 3)
     wait_until(lambda: d.n_records() == 3, "3 records", d)
     sub = Subscriber(broker, "homeassistant/#", "fleet/pi-kitchen/state")     # retained: delivered on subscribe
-    wait_until(lambda: len(sub.on("/config")) >= 3 + len(LABELS), "the discovery topics", d)
+    wait_until(lambda: len(sub.on("/config")) >= 5 + len(LABELS), "the discovery topics", d)
     wait_until(lambda: sub.on("/state") and json.loads(sub.on("/state")[-1][1])["records"] == 3, "the state", d)
     configs = {t: json.loads(p) for t, p, r in sub.on("/config") if r}
-    assert len(configs) == 3 + len(LABELS)
+    assert len(configs) == 5 + len(LABELS)
     state = json.loads(sub.on("/state")[-1][1])
     for topic, cfg in configs.items():
         assert topic.startswith("homeassistant/") and cfg["unique_id"].startswith("edgeemo_pi-kitchen")
         assert cfg["device"]["identifiers"] == ["edgeemo_pi-kitchen"]
         if "binary_sensor" in topic:
             assert cfg["state_topic"] == "fleet/pi-kitchen/availability"
+        elif "/event/" in topic:                             # face-track events: start, change, end
+            assert cfg["state_topic"] == "fleet/pi-kitchen/track"
+            assert cfg["event_types"] == ["start", "change", "end"]
         else:
             assert cfg["state_topic"] == "fleet/pi-kitchen/state"
             assert cfg["availability_topic"] == "fleet/pi-kitchen/availability"
@@ -305,3 +308,62 @@ def test_mqtts_with_the_brokers_ca(tmp_path, device_model, secret):
         assert e.signal(signal.SIGTERM) == 0
     finally:
         b.stop()
+
+
+def test_track_events_from_records_start_change_and_a_restarted_camera():
+    """TrackEvents on records as the camera writes them: one start per track, a change only when the steady
+    emotion changes (not the per-frame label), an end from the track's timeline, and a camera whose frame
+    numbers go back (a restart numbers its tracks from 1 again) starts its tracks anew."""
+    from edgeemo.mqtt import TrackEvents
+
+    def rec(frame, *faces):
+        return {"camera": "0", "frame": frame, "frame_time": f"t{frame}", "time": "x", "faces": [
+            {"track": t, "track_label": tl, "label": lab, "track_confidence": 0.7, "box": [0, 0, 9, 9]}
+            for t, tl, lab in faces]}
+    ev = TrackEvents()
+    got = []
+    for r in (rec(0, (1, "happy", "happy")), rec(1, (1, "happy", "sad"), (2, "neutral", "neutral")),
+              rec(2, (1, "sad", "sad"), (2, "neutral", "fear")), rec(3, (1, "sad", "sad"))):
+        got += [(e["event_type"], e["track"], e["label"], e.get("previous")) for e in ev.from_record(r)]
+    assert got == [("start", 1, "happy", None), ("start", 2, "neutral", None), ("change", 1, "sad", "happy")]
+    assert ev.people() == 2
+    end = ev.ended({"file": "0", "camera": "0", "track": 2, "dominant": "neutral", "seconds": {"neutral": 1.0}})
+    assert end["event_type"] == "end" and end["source"] == "camera 0" and end["label"] == "neutral"
+    assert ev.people() == 1
+    assert [e["event_type"] for e in ev.from_record(rec(0, (1, "angry", "angry")))] == ["start"]   # restarted
+
+
+def test_the_camera_publishes_track_events_and_people_in_view(tmp_path, device_model, broker, secret, data_dir):
+    """Issue 32: `watch --camera --mqtt`: <prefix>/<device>/track gets a start for every track in the
+    records, a change for every change of its steady emotion, and an end for every line of tracks.jsonl, with
+    its dominant emotion; the retained state says how many people are in view (none once all ended)."""
+    import cv2
+    from synth_video import make
+    from test_watch_camera import Camera
+    video = make(tmp_path / "group.avi", cv2.imread(str(data_dir / "scenes" / "2008_002079.jpg")), frames=30,
+                 pan=6).path
+    sub = Subscriber(broker, "fleet/+/track", "fleet/+/state")
+    c = Camera(tmp_path, device_model, "--camera", str(video), "--fps", "100", "--detector", "yunet",
+               "--mqtt", broker.url(), "--mqtt-password-file", str(secret), "--mqtt-device", "hall-cam")
+    try:
+        assert c.proc.wait(60) == 0, c.log()
+        ends = [json.loads(x) for x in (c.out / "tracks.jsonl").read_text().splitlines()]
+        wait_until(lambda: len([m for _, m, _ in sub.on("hall-cam/track") if b'"end"' in m]) >= len(ends),
+                   "the end events", timeout=30)
+    finally:
+        c.kill()
+        sub.close()
+    events = [json.loads(p) for _, p, _ in sub.on("hall-cam/track")]
+    recs = c.records()
+    tracks = {f["track"] for r in recs for f in r["faces"]}
+    assert len(tracks) >= 4 and len(ends) == len(tracks)
+    starts = [e["track"] for e in events if e["event_type"] == "start"]
+    assert sorted(starts) == sorted(tracks), [(e["id"], e["event_type"], e["track"], e.get("frame")) for e in events]
+    for t in tracks:
+        steady = [f["track_label"] for r in recs for f in r["faces"] if f["track"] == t]
+        changes = sum(a != b for a, b in zip(steady, steady[1:]))
+        assert len([e for e in events if e["event_type"] == "change" and e["track"] == t]) == changes
+    got_ends = {e["track"]: e for e in events if e["event_type"] == "end"}
+    assert {t: e["label"] for t, e in got_ends.items()} == {t["track"]: t["dominant"] for t in ends}
+    assert all(e["source"] == f"camera {video}" and e["device"] == "hall-cam" for e in events)
+    assert json.loads(sub.on("hall-cam/state")[-1][1])["people"] == 0

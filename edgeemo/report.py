@@ -35,6 +35,10 @@ CONF_BINS = 20                    # confidence histogram: 0.00-0.05, ..., 0.95-1
 SIZE_EDGES = (0, 24, 32, 48, 64, 96, 128, 192, 256, 512, 10**9)   # face side in pixels
 MAX_ERRORS_LISTED = 10
 MAX_FACES_PER_IMAGE_BIN = 10
+MAX_TRACKS = 5000                 # face tracks held for the per-person timelines (the rest are counted)
+MAX_SEGMENTS = 200                # steady-emotion segments held per track (the rest extend the last one)
+TIMELINE_SOURCES = 8              # videos or camera runs drawn, the ones with the most tracks
+TIMELINE_ROWS = 30                # tracks drawn per video or camera run, the longest ones
 
 
 def parse_time(value) -> dt.datetime | None:
@@ -96,6 +100,7 @@ class Tally:
         self.truth_skipped = 0
         self._least: list[tuple[float, int, str, list]] = []      # max-heap by -confidence: the least confident
         self._k = 0
+        self.tracks = TrackTimelines()
 
     # one record
     def add(self, rec: dict) -> None:
@@ -144,6 +149,7 @@ class Tally:
                     heapq.heappush(self._least, item)
                 elif -conf > self._least[0][0]:
                     heapq.heapreplace(self._least, item)
+        self.tracks.add(rec, faces)
         if self.truth == "folders" and status == "ok" and faces:
             true = Path(str(rec.get("file"))).parent.name.lower()
             if true in LABELS:
@@ -204,7 +210,87 @@ class Tally:
             "sources": {s: dict(c) for s, c in sorted(self.sources.items())},
             "first_errors": [{"status": s, "file": f, "error": e} for s, f, e in self.errors],
             "truth": self.truth_metrics(),
+            "tracks": self.tracks.figures(),
         }
+
+
+class TrackTimelines:
+    """Per person (face track) of each video and camera run: their steady emotion over time, as segments
+    (start, end, emotion) in seconds from the run's first frame. A video is its file; a camera run is the
+    camera's records until its frame numbers go back (a restart numbers its tracks from 1 again)."""
+
+    def __init__(self):
+        self.runs: dict[tuple[str, int], dict] = {}    # (source, run) -> {"t0": .., "tracks": {id: segments}}
+        self._run: dict[str, tuple[int, int]] = {}     # source -> (run number, last frame)
+        self.held = 0
+        self.not_held = 0
+
+    @staticmethod
+    def _seconds(rec: dict) -> float | None:
+        ft = rec.get("frame_time")
+        if isinstance(ft, (int, float)) and not isinstance(ft, bool):
+            return float(ft)                            # a video: seconds from its start
+        t = parse_time(ft) or parse_time(rec.get("time"))
+        return t.timestamp() if t is not None else None
+
+    def add(self, rec: dict, faces: list) -> None:
+        faces = [f for f in faces if isinstance(f.get("track"), int) and f.get("track_label") in LABELS]
+        frame = rec.get("frame")
+        if not faces or not isinstance(frame, int):
+            return
+        t = self._seconds(rec)
+        if t is None:
+            return
+        source = f"camera {rec['camera']}" if rec.get("camera") is not None else str(rec.get("file"))
+        if rec.get("device"):
+            source = f"{source} on {rec['device']}"
+        run, last = self._run.get(source, (1, -1))
+        if frame < last:
+            run += 1
+        self._run[source] = (run, frame)
+        r = self.runs.setdefault((source, run), {"t0": t, "tracks": {}})
+        x = max(0.0, t - r["t0"])
+        for f in faces:
+            segs = r["tracks"].get(f["track"])
+            if segs is None:
+                if self.held >= MAX_TRACKS:
+                    self.not_held += 1
+                    continue
+                self.held += 1
+                segs = r["tracks"][f["track"]] = [[x, x, f["track_label"]]]
+            elif segs[-1][2] == f["track_label"] or len(segs) >= MAX_SEGMENTS:
+                segs[-1][1] = x
+            else:
+                segs[-1][1] = x
+                segs.append([x, x, f["track_label"]])
+
+    def figures(self) -> dict:
+        """{"runs": [{"source", "run", "tracks": [{"track", "first", "last", "dominant", "changes",
+        "segments"}]}], "tracks", "not_held"}: the runs with the most tracks first, their tracks by number."""
+        runs = []
+        for (source, run), r in sorted(self.runs.items(), key=lambda kv: -len(kv[1]["tracks"])):
+            tracks = []
+            for tid, segs in r["tracks"].items():
+                time_in: Counter = Counter()
+                for a, b, lab in segs:
+                    time_in[lab] += b - a
+                tracks.append({"track": tid, "first": round(segs[0][0], 3), "last": round(segs[-1][1], 3),
+                               "dominant": time_in.most_common(1)[0][0] if sum(time_in.values()) else segs[0][2],
+                               "changes": len(segs) - 1,
+                               "segments": [[round(a, 3), round(b, 3), lab] for a, b, lab in segs]})
+            tracks.sort(key=lambda tr: tr["track"])
+            runs.append({"source": source, "run": run, "tracks": tracks})
+        return {"runs": runs, "tracks": self.held, "not_held": self.not_held}
+
+
+def shown_tracks(run: dict) -> list[dict]:
+    """The tracks of a run that the page draws: the TIMELINE_ROWS longest, by number."""
+    longest = sorted(run["tracks"], key=lambda tr: -(tr["last"] - tr["first"]))[:TIMELINE_ROWS]
+    return sorted(longest, key=lambda tr: tr["track"])
+
+
+def _runs(n: int) -> str:
+    return f"{n} video{'s' if n != 1 else ''} or camera run{'s' if n != 1 else ''}"
 
 
 def summary_text(fig: dict) -> str:
@@ -216,6 +302,9 @@ def summary_text(fig: dict) -> str:
                                        for lab, n in sorted(fig["labels"].items(), key=lambda kv: -kv[1]) if n)
                              or "none"),
              f"faces below 0.5 confidence: {fig['faces_below_0_5']} ({fig['share_below_0_5']:.0%})"]
+    tr = fig["tracks"]
+    if tr["tracks"]:
+        lines.append(f"{tr['tracks']} face tracks in {_runs(len(tr['runs']))}")
     if fig["truth"]:
         t = fig["truth"]
         lines.append(f"against the folder names: accuracy {t['accuracy']:.4f}, macro-F1 {t['macro_f1']:.4f} "
@@ -309,6 +398,25 @@ def charts(fig: dict, tally: Tally) -> dict[str, str]:
         ax.set_title("Faces per camera / device")
         ax.legend(ncol=7, fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.15 - 0.3 / max(1, len(names))))
         out["sources"] = _svg(f)
+    out["tracks"] = []
+    for r in fig["tracks"]["runs"][:TIMELINE_SOURCES]:
+        rows = shown_tracks(r)
+        f, ax = plt.subplots(figsize=(9, 0.8 + 0.28 * len(rows)))
+        for i, tr in enumerate(rows):
+            for lab in labs:
+                spans = [(a, max(b - a, 0.05)) for a, b, sl in tr["segments"] if sl == lab]
+                if spans:
+                    ax.broken_barh(spans, (i - 0.4, 0.8), color=COLORS[lab])
+        ax.set_yticks(range(len(rows)), [f"track {tr['track']}" for tr in rows], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds from the first frame")
+        name = r["source"] if len(r["source"]) <= 60 else "…" + r["source"][-59:]
+        ax.set_title(f"{name}" + (f" (run {r['run']})" if r["run"] > 1 else "") + ": steady emotion per person",
+                     fontsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+        handles = [plt.Rectangle((0, 0), 1, 1, color=COLORS[lab]) for lab in labs]
+        ax.legend(handles, labs, ncol=7, fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.9 / (1 + len(rows) * 0.35)))
+        out["tracks"].append(_svg(f))
     if fig["truth"]:
         cm = fig["truth"]["confusion"]
         f, ax = plt.subplots(figsize=(5, 4.2))
@@ -352,6 +460,7 @@ $errors
 <p class="note">A face under about 48 pixels is the usual cause of a wrong answer.</p>
 <div class="chart" id="chart-faces-per-image">$chart_faces_per_image</div>
 <div class="chart" id="chart-sizes">$chart_sizes</div>
+$tracks
 $truth
 $gallery
 </body></html>
@@ -414,6 +523,22 @@ def render(fig: dict, tally: Tally, sources: list[str]) -> str:
                  f"{t['skipped_not_a_label_folder']} records in folders that are not a label name left out).</p>"
                  f"<table><tr><th>emotion</th><th>precision</th><th>recall</th><th>F1</th><th>faces</th></tr>{rows}</table>"
                  f"<div class=chart id=chart-confusion>{ch.get('confusion', '')}</div>")
+    tracks = ""
+    tf = fig["tracks"]
+    if tf["tracks"]:
+        shown = tf["runs"][:TIMELINE_SOURCES]
+        parts = [f"<h2>People over time (face tracks)</h2><p class=note>{tf['tracks']} face tracks in "
+                 f"{_runs(len(tf['runs']))}; one row per person (a track), coloured by their steady "
+                 f"emotion. Shown: the {len(shown)} with the most tracks, in each its {TIMELINE_ROWS} longest tracks"
+                 + (f"; {tf['not_held']} more tracks not held" if tf["not_held"] else "") + ".</p>"]
+        for r, svg in zip(shown, ch["tracks"]):
+            rows = "".join(f"<tr><td class=n>{t['track']}</td><td class=n>{t['first']:.1f}</td>"
+                           f"<td class=n>{t['last']:.1f}</td><td>{t['dominant']}</td><td class=n>{t['changes']}</td></tr>"
+                           for t in shown_tracks(r))
+            parts.append(f"<h3><code>{html.escape(r['source'])}</code>" + (f" (run {r['run']})" if r["run"] > 1 else "")
+                         + f"</h3><div class=chart id=chart-tracks-{len(parts)}>{svg}</div><table><tr><th>track</th><th>first s</th><th>last s</th>"
+                         f"<th>dominant</th><th>changes</th></tr>{rows}</table>")
+        tracks = "".join(parts)
     gallery = ""
     if tally.gallery_n:
         thumbs = _thumbs(tally.least_confident())
@@ -427,7 +552,7 @@ def render(fig: dict, tally: Tally, sources: list[str]) -> str:
         summary_rows=_rows(summary), errors=errors, label_rows=label_rows, low_conf=html.escape(low),
         chart_emotions=ch["emotions"], chart_timeline=ch.get("timeline", "<p class=note>No timestamps: no timeline.</p>"),
         chart_sources=ch.get("sources", ""), chart_confidence=ch["confidence"],
-        chart_faces_per_image=ch["faces_per_image"], chart_sizes=ch["sizes"], truth=truth, gallery=gallery)
+        chart_faces_per_image=ch["faces_per_image"], chart_sizes=ch["sizes"], tracks=tracks, truth=truth, gallery=gallery)
 
 
 def write(results, out: Path, by: str = "hour", since=None, until=None, truth: str | None = None, gallery: int = 0,
@@ -456,4 +581,4 @@ def build(paths: list[Path], by: str = "hour", since=None, until=None, truth=Non
     return tally.figures(counts["malformed"]), tally
 
 
-__all__ = ["Tally", "build", "render", "summary_text", "read_records", "parse_time"]
+__all__ = ["Tally", "TrackTimelines", "build", "render", "summary_text", "read_records", "parse_time"]

@@ -272,3 +272,61 @@ def test_any_lines_give_a_page_or_a_clear_error_never_a_traceback(tmp_path_facto
         json.loads((folder / "figures.json").read_text(), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
         assert fig["malformed_lines"] <= len([x for x in b"\n".join(lines).splitlines() if x.strip()])
     check()
+
+
+@pytest.fixture(scope="module")
+def video_results(tmp_path_factory, data_dir, device_model, yunet_model):
+    """`edgeemo classify` on a generated group video (pan across a real photo, one face hidden a while)."""
+    import cv2
+    from synth_video import make
+    tmp = tmp_path_factory.mktemp("video")
+    video = make(tmp / "group.avi", cv2.imread(str(data_dir / "scenes" / "2008_002079.jpg")), frames=40, pan=5,
+                 hide={0: range(10, 14)}).path
+    res = run("classify", video, "--model", device_model, "--detector", "yunet", "--detector-model", yunet_model,
+              "--out", tmp / "out")
+    assert res.exit_code == 0, res.output
+    return tmp / "out" / "results.jsonl"
+
+
+def test_a_timeline_per_person_matches_the_tracks_of_the_records(video_results, tmp_path):
+    """Issue 32: `edgeemo report` draws one row per face track (person) of each video or camera run, its
+    steady emotion over time; the figures match a direct reading of the records, and a camera whose frame
+    numbers go back (a restart) is a second run, not the same people."""
+    recs = records(video_results)
+    camera = [{**r, "camera": "0", "file": None, "frame_time": f"2026-12-07T10:00:{r['frame'] % 60:02d}.000+00:00"}
+              for r in recs[:10]]
+    src = tmp_path / "results.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in recs + camera + camera))   # the camera restarted once
+    page, figs = tmp_path / "report.html", tmp_path / "report.json"
+    res = run("report", src, "--out", page, "--json", figs)
+    assert res.exit_code == 0, res.output
+    fig = json.loads(figs.read_text())["tracks"]
+    runs = {(r["source"], r["run"]): r for r in fig["runs"]}
+    assert set(runs) == {(recs[0]["file"], 1), ("camera 0", 1), ("camera 0", 2)}
+    video = runs[(recs[0]["file"], 1)]
+    seen: dict[int, list] = {}
+    for r in recs:
+        for f in r["faces"]:
+            seen.setdefault(f["track"], []).append((r["frame_time"], f["track_label"]))
+    assert {t["track"] for t in video["tracks"]} == set(seen) and len(seen) >= 4
+    t0 = recs[0]["frame_time"]
+    for t in video["tracks"]:
+        steady = seen[t["track"]]
+        assert t["first"] == pytest.approx(steady[0][0] - t0, abs=1e-3)
+        assert t["last"] == pytest.approx(steady[-1][0] - t0, abs=1e-3)
+        assert t["changes"] == sum(a[1] != b[1] for a, b in zip(steady, steady[1:]))
+        assert [s[2] for s in t["segments"]][0] == steady[0][1]
+    assert fig["tracks"] == len(seen) + 2 * len({f["track"] for r in camera for f in r["faces"]})
+    text = page.read_text()
+    assert text.count("id=chart-tracks-") == 3 and "People over time" in text
+    assert "face tracks in 3 videos or camera runs" in res.output
+    assert [t["track"] for t in video["tracks"]] == sorted(seen)
+
+
+@needs_chromium
+def test_the_track_timelines_render_in_a_real_browser(video_results, tmp_path):
+    page = tmp_path / "report.html"
+    assert run("report", video_results, "--out", page).exit_code == 0
+    dom = chromium("--dump-dom", page.as_uri(), cwd=tmp_path)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert re.search(r'id="chart-tracks-1"><svg', dom.stdout) and ">track 1<" in dom.stdout

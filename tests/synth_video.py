@@ -26,9 +26,10 @@ def _faces(photo: np.ndarray) -> list[tuple]:
 
 
 def make(path: Path, photo: np.ndarray, frames: int, pan: int = 4, person_base: int = 0,
-         hide: dict[int, range] | None = None, scale: float = 1.6, writer=None) -> Video:
+         hide: dict[int, range] | None = None, scale: float = 1.6, writer=None, zoom: float = 0.0) -> Video:
     """``frames`` frames of a 640x480 window panning ``pan`` pixels a frame across ``photo`` scaled by
-    ``scale``; ``hide``: person -> frames where a grey patch hides that face."""
+    ``scale``, zooming in by ``zoom`` (a fraction) a frame about the window's centre; ``hide``: person ->
+    frames where a grey patch hides that face."""
     big = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
     if big.shape[0] < SIZE[1] or big.shape[1] < SIZE[0] + pan * frames:
         pad_w = max(0, SIZE[0] + pan * frames - big.shape[1])
@@ -41,13 +42,20 @@ def make(path: Path, photo: np.ndarray, frames: int, pan: int = 4, person_base: 
     for i in range(frames):
         x0 = pan * i
         frame = np.ascontiguousarray(big[:SIZE[1], x0:x0 + SIZE[0]])
+        for person, (x, y, w, h) in enumerate(faces):
+            if (hide or {}).get(person) and i in hide[person]:
+                cv2.rectangle(frame, (x - x0 - 4, y - 4), (x - x0 + w + 4, y + h + 4), (128, 128, 128), -1)
+        z = 1.0 + zoom * i
+        left, top = SIZE[0] / 2 * (1 - 1 / z), SIZE[1] / 2 * (1 - 1 / z)
+        if zoom:
+            m = np.float32([[z, 0, -left * z], [0, z, -top * z]])
+            frame = cv2.warpAffine(frame, m, SIZE, flags=cv2.INTER_LINEAR)
         truth = []
         for person, (x, y, w, h) in enumerate(faces):
-            box = (x - x0, y, w, h)
             if (hide or {}).get(person) and i in hide[person]:
-                cv2.rectangle(frame, (box[0] - 4, box[1] - 4), (box[0] + w + 4, box[1] + h + 4), (128, 128, 128), -1)
                 continue
-            if box[0] >= 0 and box[0] + w <= SIZE[0]:
+            box = (round((x - x0 - left) * z), round((y - top) * z), round(w * z), round(h * z))
+            if box[0] >= 0 and box[0] + box[2] <= SIZE[0] and box[1] >= 0 and box[1] + box[3] <= SIZE[1]:
                 truth.append((person_base + person, box))
         writer.write(frame)
         video.truth.append(truth)

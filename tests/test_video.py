@@ -64,6 +64,21 @@ def test_a_panning_video_gives_one_record_per_frame_and_steady_tracks(tmp_path, 
     assert "1 video, " in res.output and "face tracks" in res.output
 
 
+def test_pan_and_zoom_keep_every_person_on_one_track(tmp_path, group, device_model):
+    """The camera pans and zooms in (1.5x over 40 frames): boxes move and grow, people leave at the edges;
+    each person placed keeps one id while in view."""
+    video = make(tmp_path / "zoom.avi", group, frames=40, pan=2, zoom=0.0125, scale=1.2)
+    out = tmp_path / "out"
+    res = run("classify", video.path, "--model", device_model, "--out", out)
+    assert res.exit_code == 0, res.output
+    recs = records_of(out, "zoom.avi")
+    first, last = video.truth[0], video.truth[-1]
+    assert {p for p, _ in first} > {p for p, _ in last}                 # people left at the edges
+    assert max(b[2] for _, b in last) > 1.4 * max(b[2] for _, b in first)   # faces grew
+    switches, ids = id_switches(recs, video)
+    assert switches == 0 and len(ids) >= 4 and all(len(v) == 1 for v in ids.values()), ids
+
+
 def test_a_cut_between_scenes_starts_new_tracks_and_a_returning_person_gets_a_new_one(tmp_path, group, data_dir,
                                                                                          device_model):
     other = cv2.imread(str(data_dir / "scenes" / "2008_001322.jpg"))

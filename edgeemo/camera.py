@@ -87,8 +87,8 @@ class OpenCVCamera:
     def read(self) -> np.ndarray:
         if self._cap is None:
             raise CameraError(f"{self.name} is not open")
-        if self.finite:
-            for _ in range(self.every - 1):           # the frames --every skips: not even decoded
+        if self.finite and self.frames_read:
+            for _ in range(self.every - 1):           # the frames --every skips (0, N, 2N, ...): not decoded
                 if not self._cap.grab():
                     raise CameraEnded(f"{self.name}: the end of the video, after {self.frames_read} frames")
                 self.index += 1

@@ -276,3 +276,24 @@ def test_a_video_in_the_inbox_is_analysed_and_continued_after_a_stop(tmp_path, d
     assert d.signal(signal.SIGTERM) == 0
     last = d.records()[-1]
     assert last["status"] == "unreadable" and last["file"].endswith("broken.avi") and "video" in last["error"]
+
+
+def test_the_camera_settings_from_a_config_file(tmp_path, camera, data_dir):
+    """Issue 32: camera, fps, every, privacy (blur-faces) and retention (frames-max-age) from the config file:
+    one frame in 3 of the recorded video, in order, its saved frames kept with faces unblurred as asked."""
+    from synth_video import make
+    video = make(tmp_path / "group.avi", cv2.imread(str(data_dir / "scenes" / "2008_002079.jpg")), frames=9,
+                 pan=0, scale=1.0).path
+    cfg = tmp_path / "cam.toml"
+    cfg.write_text(f'camera = "{video}"\nfps = 50\nevery = 3\ndetector = "yunet"\nsave-frames = "all"\n'
+                   f'blur-faces = false\nframes-max-age = 2\n')
+    c = camera("--config", str(cfg))
+    assert c.proc.wait(DEADLINE) == 0, c.log()
+    recs = c.records()
+    assert [r["frame"] for r in recs] == [0, 3, 6] and all(len(r["faces"]) >= 4 for r in recs)
+    saved = sorted((tmp_path / "out" / "frames").glob("frame-*.jpg"))
+    assert len(saved) == 3
+    from edgeemo.detect import SHIPPED_YUNET
+    from edgeemo.detect.yunet import YuNet
+    assert len(YuNet(SHIPPED_YUNET).detect(cv2.imread(str(saved[0])))) >= 4      # not blurred: as configured
+    assert "up to 50/s" in c.log() and "of 3 in order" in c.log()

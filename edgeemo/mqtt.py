@@ -33,7 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 from .errors import SetupError
 from .labels import LABELS
-from . import atomic, jsonl
+from . import atomic, jsonl, record
 
 log = logging.getLogger("edgeemo")
 
@@ -476,8 +476,11 @@ class Publisher:
         events.live, events._last_frame = dict(self.events.live), dict(self.events._last_frame)
         for offset, line in lines:
             rec = jsonl.parse(line)
-            if rec is None:
-                log.warning("%s: the line at byte %d is not a record; not published", self.outbox.results, offset)
+            try:
+                record.check(rec)
+            except record.RecordError as exc:
+                log.warning("%s: the line at byte %d is not a result record (%s); not published",
+                            self.outbox.results, offset, "not JSON, or torn" if rec is None else exc)
                 continue
             rec = {**rec, "id": message_id(offset, line), "device": self.device}
             infos.append(self.client.publish(f"{self.base}/result", json.dumps(rec, ensure_ascii=True), qos=1))

@@ -6,7 +6,8 @@ JSON Lines record::
      "faces": [{"box": [x, y, w, h], "score", "label", "confidence", "probs": {label: p}}],
      "model": {"name", "sha256"}, "time"}
 
-plus ``frame_time`` for camera frames, ``size`` and ``mtime_ns`` of the input file for ``classify`` (what
+plus ``frame_time`` and ``frame`` for video and camera frames (``camera`` for a camera's), and in their
+faces ``track``, ``track_label``, ``track_confidence`` and ``classified`` (``edgeemo.track``), ``size`` and ``mtime_ns`` of the input file for ``classify`` (what
 ``--resume`` compares), ``device`` in records gathered by ``edgeemo collect``. ``edgeemo.results`` encodes records as JSON Lines and CSV.
 """
 from __future__ import annotations
@@ -119,6 +120,14 @@ def _check_face(face, i: int) -> None:
         if face.get(key) is not None or key == "confidence":
             _number(face.get(key), f"{where}.{key}", 0.0, 1.0)
     _text(face, "label", optional=False, limit=MAX_LABELS)
+    if face.get("track") is not None:
+        _number(face["track"], f"{where}.track", 0, 2**53, integer=True)
+    if face.get("track_label") is not None:
+        _text(face, "track_label", limit=MAX_LABELS)
+    if face.get("track_confidence") is not None:
+        _number(face["track_confidence"], f"{where}.track_confidence", 0.0, 1.0)
+    if face.get("classified") is not None and not isinstance(face["classified"], bool):
+        raise RecordError(f"{where}.classified must be true or false")
     probs = face.get("probs")
     if probs is not None:
         if not isinstance(probs, dict) or len(probs) > MAX_LABELS:

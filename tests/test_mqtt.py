@@ -367,3 +367,65 @@ def test_the_camera_publishes_track_events_and_people_in_view(tmp_path, device_m
     assert {t: e["label"] for t, e in got_ends.items()} == {t["track"]: t["dominant"] for t in ends}
     assert all(e["source"] == f"camera {video}" and e["device"] == "hall-cam" for e in events)
     assert json.loads(sub.on("hall-cam/state")[-1][1])["people"] == 0
+
+
+def test_lines_that_are_not_records_are_skipped_not_a_poison_for_the_publisher(tmp_path, device_model, broker,
+                                                                                 secret):
+    """A line of results.jsonl that is JSON but no valid record (faces a number, a track that is not an
+    integer, a steady label that is an object) is named in the log and not published; the records after it
+    are, and the publisher does not stall on it."""
+    sub = Subscriber(broker, "fleet/+/result", "fleet/+/track")
+    d = mqtt_daemon(tmp_path, device_model, broker, secret).start()
+    try:
+        drop(d, 0, 2)
+        wait_until(lambda: len(sub.on("pi-kitchen/result")) >= 2, "the first 2 records", d)
+        forged = [{"file": "x", "status": "ok", "faces": 5},
+                  {"file": "y", "status": "ok", "frame": 1, "faces": [{"box": [0, 0, 9, 9], "label": "happy",
+                                                                      "confidence": 0.5, "track": "1"}]},
+                  {"file": "z", "status": "ok", "frame": 2, "faces": [{"box": [0, 0, 9, 9], "label": "happy",
+                                                                      "confidence": 0.5, "track": 1,
+                                                                      "track_label": {"a": 1}}]}]
+        with open(d.results / "results.jsonl", "a") as fh:
+            fh.write("".join(json.dumps(r) + "\n" for r in forged))
+        drop(d, 2, 2)
+        wait_until(lambda: len(sub.on("pi-kitchen/result")) >= 4, "the 2 records after the forged lines", d)
+        assert d.signal(signal.SIGTERM) == 0
+    finally:
+        sub.close()
+    files = [json.loads(p)["file"] for _, p, _ in sub.on("pi-kitchen/result")]
+    assert len(files) == 4 and not {"x", "y", "z"} & set(files) and sub.on("pi-kitchen/track") == []
+    assert d.log_text().count("is not a result record") == 3
+
+
+def test_track_events_fuzzed_one_start_per_track_and_never_an_exception():
+    """Hypothesis over valid records of one camera, frame numbers rising: every (camera, track) gets exactly
+    one start, a change exactly when its steady label differs from the one before, and nothing raises."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from edgeemo import record
+    from edgeemo.labels import LABELS
+    from edgeemo.mqtt import TrackEvents
+    face = st.fixed_dictionaries({"box": st.just([0, 0, 9, 9]), "label": st.sampled_from(LABELS),
+                                  "confidence": st.floats(0, 1), "track": st.integers(0, 5),
+                                  "track_label": st.one_of(st.none(), st.sampled_from(LABELS)),
+                                  "track_confidence": st.floats(0, 1)})
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.lists(face, max_size=4), max_size=15))
+    def check(frames):
+        ev, last, starts, changes = TrackEvents(), {}, set(), 0
+        got = []
+        for n, faces in enumerate(frames):
+            rec = record.check({"status": "ok", "camera": "0", "frame": n, "faces": faces})
+            got += ev.from_record(rec)
+            for f in faces:
+                if f["track"] not in last:
+                    starts.add(f["track"])
+                elif last[f["track"]] != f["track_label"]:
+                    changes += 1
+                last[f["track"]] = f["track_label"]
+        assert sorted(e["track"] for e in got if e["event_type"] == "start") == sorted(starts)
+        assert sum(e["event_type"] == "change" for e in got) == changes
+        assert ev.people() == len(starts)
+    check()

@@ -253,15 +253,20 @@ def test_any_lines_give_a_page_or_a_clear_error_never_a_traceback(tmp_path_facto
     face = st.fixed_dictionaries({"box": st.lists(st.integers(-5, 500), min_size=4, max_size=4) | scalars,
                                   "label": st.sampled_from(LABELS) | scalars,
                                   "confidence": st.floats(0, 1) | scalars,
-                                  "score": st.floats(0, 1) | scalars})
+                                  "score": st.floats(0, 1) | scalars,
+                                  "track": st.integers(0, 4) | scalars,
+                                  "track_label": st.sampled_from(LABELS) | scalars})
     rec = st.fixed_dictionaries({"file": st.text(max_size=20) | scalars,
+                                 "frame": st.integers(0, 50) | scalars,
+                                 "frame_time": st.floats(0, 100) | scalars,
+                                 "camera": st.sampled_from(["0", "picamera2"]) | scalars,
                                  "status": st.sampled_from(["ok", "no_face", "error", "odd"]),
                                  "faces": st.lists(face, max_size=3) | scalars,
                                  "time": st.sampled_from(["2026-12-06T10:00:00.000+00:00", "yesterday"]) | scalars,
                                  "device": st.text(max_size=10) | scalars})
     line = st.one_of(rec.map(lambda r: json.dumps(r).encode()), st.binary(max_size=40))
 
-    @settings(max_examples=20, deadline=None)
+    @settings(max_examples=40, deadline=None)
     @given(st.lists(line, max_size=12))
     def check(lines):
         folder = tmp_path_factory.mktemp("fuzz")

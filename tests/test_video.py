@@ -146,3 +146,37 @@ def test_a_fifo_or_a_picture_named_like_a_video_takes_the_photo_path(tmp_path, d
     [photo] = records_of(out, "photo.mov")
     assert fifo["status"] == "unreadable" and "frame" not in fifo
     assert photo["status"] in ("ok", "no_face") and "frame" not in photo
+
+
+def test_damaged_videos_never_raise_fuzzed(tmp_path_factory, group, device_model):
+    """Hypothesis over damaged videos: a real MJPG AVI with bytes overwritten, cut or shuffled at random, under
+    video names. classify_video always ends: records in frame order, each a valid record, the last one an
+    ``unreadable`` or ``error`` record or a frame; never an exception."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from edgeemo.pipeline import Classifier
+    from edgeemo.video import classify_video
+    tmp = tmp_path_factory.mktemp("fuzz")
+    base = make(tmp / "base.avi", group, frames=6, pan=2, scale=1.0).path.read_bytes()
+    clf = Classifier(device_model, detector="none")
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(cut=st.integers(0, len(base)), edits=st.lists(st.tuples(st.integers(0, len(base) - 1),
+                                                                   st.binary(min_size=1, max_size=64)), max_size=6),
+           name=st.sampled_from(["v.avi", "v.mp4", "v.mkv", "v.mov"]))
+    def check(cut, edits, name):
+        data = bytearray(base[:cut])
+        for at, chunk in edits:
+            if at < len(data):
+                data[at:at + len(chunk)] = chunk
+        path = tmp / name
+        path.write_bytes(bytes(data))
+        recs = list(classify_video(clf, path))
+        assert recs, "at least one record"
+        for r in recs:
+            record.check(r)
+        frames = [r["frame"] for r in recs if r["status"] in ("ok", "no_face")]
+        assert frames == sorted(set(frames))
+        assert all(r["status"] in ("ok", "no_face") for r in recs[:-1])
+    check()

@@ -105,13 +105,14 @@ def train(
 
 
 def _shipped(path: Path, option: str) -> Path:
-    """``path``, or the shipped default model's file where it is 'default'."""
-    if str(path) != "default":
+    """``path``, or the file of a model shipped in the package where it names one ('default', 'fast')."""
+    from edgeemo.options import SHIPPED_MODELS
+    if str(path) not in SHIPPED_MODELS or Path(path).exists():
         return path
-    from edgeemo.runtime import default_model_path
-    found = default_model_path()
+    from edgeemo.runtime import shipped_model_path
+    found = shipped_model_path(str(path))
     if found is None:
-        raise typer.BadParameter("this build ships no default model; give a model file", param_hint=option)
+        raise typer.BadParameter(f"this build ships no {path} model; give a model file", param_hint=option)
     return found
 
 

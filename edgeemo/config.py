@@ -150,9 +150,9 @@ class WatchSettings:
                             "for files whose events were lost; 0 = never [60].", cli=float)
     camera: str | None = setting(None, _camera, "Classify camera frames instead: 0, 1, ... (USB/V4L2), "
                                  "picamera2, or a video path/URL.")
-    fps: float | None = setting(None, _float(0.0), "Live cameras: analyse at most this many frames a second, "
-                                "always the newest; frames that arrive meanwhile are dropped and counted "
-                                f"[{DEFAULT_FPS:g}, or 1/--interval].", cli=float)
+    fps: float | None = setting(None, _float(0.0), "Cameras: analyse at most this many frames a second; from a "
+                                "live camera always the newest, the frames that arrive meanwhile dropped and "
+                                f"counted [{DEFAULT_FPS:g}, or 1/--interval].", cli=float)
     every: int = setting(1, _int(1, 100_000), "Recorded videos (in the inbox, or given as --camera): analyse "
                          "one frame in N, in order [1: every frame].", cli=int)
     interval: float | None = setting(None, _float(0.0), "The older spelling of --fps: seconds between camera "

@@ -114,3 +114,25 @@ def test_train_init_default_fine_tunes_the_shipped_model(shipped, data_dir, tmp_
     assert (tuned == shipped.predict(x).argmax(1)).mean() >= 0.9
     wrong = CliRunner().invoke(app, [str(a) for a in args[:6] + ["res40"] + args[7:-1] + [tmp_path / "run2"]])
     assert wrong.exit_code != 0 and "do not fit the res40 recipe" in wrong.output
+
+
+def test_the_fast_model_comes_back_too_depthwise_convolutions_included(data_dir):
+    """The shipped fast model (depthwise-separable fast40d) turned back into its float model answers as its
+    int8 file does, so that `edgeemo train --arch fast40d --init fast` continues from it."""
+    pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    from edgeemo.runtime import Model, shipped_model_path
+    from edgeemo_convert.augment import eval_view
+    from edgeemo_convert.recover import float_model
+    from edgeemo_convert.train import predict
+    if shipped_model_path("fast") is None:
+        pytest.skip("this build ships no fast model")
+    m = Model("fast")
+    m.flip_average, m.skip_mirror_at = False, None
+    train, _ = fer_faces(data_dir / "fer2013" / "train", every=14)
+    model = float_model(m.path, "fast40d", eval_view(train[..., None], m.size))
+    assert any(type(layer).__name__ == "DepthwiseConv2D" for layer in model.layers)
+    faces, y = fer_faces(data_dir / "fer2013" / "val", every=9)
+    x = device_view(faces, m)
+    p_int8, p_float = m.predict(x).argmax(1), predict(model, x).argmax(1)
+    assert (p_float == p_int8).mean() >= 0.95
+    assert abs((p_float == y).mean() - (p_int8 == y).mean()) <= 0.03

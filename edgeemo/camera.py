@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import atomic
-from .config import WatchSettings
+from .config import DEFAULT_FPS, WatchSettings
 from .errors import SetupError
 from .folders import prepare_folder
 from .record import summary
@@ -268,6 +268,8 @@ class CameraDaemon(Service):
         super().__init__(s, 1)
         self.source = open_source(s.camera)      # picamera2 missing: SetupError now, not later
         self.source.every = s.every
+        # settings made by config.resolve have fps set; ones built by hand may give only the older interval
+        self.fps = s.fps or (1.0 / s.interval if s.interval else DEFAULT_FPS)
         self.finite = getattr(self.source, "finite", False)
         self.out = prepare_folder(s.out, "results")
         self._lock([self.out], self.out)
@@ -298,8 +300,8 @@ class CameraDaemon(Service):
         self._thread = threading.Thread(target=self._loop, name="edgeemo-camera", daemon=True)
         self._grabber.start()
         self._thread.start()
-        pace = (f"every frame{'' if self.s.every == 1 else f' of {self.s.every}'} in order, up to {self.s.fps:g}/s"
-                if self.finite else f"the newest frame, up to {self.s.fps:g} frames/s")
+        pace = (f"every frame{'' if self.s.every == 1 else f' of {self.s.every}'} in order, up to {self.fps:g}/s"
+                if self.finite else f"the newest frame, up to {self.fps:g} frames/s")
         log.info("%s: %s; results in %s%s", self.source.name, pace, ", ".join(map(str, self.results.paths)),
                  f"; frames ({self.s.save_frames}) in {self.s.frames_dir}" if self.frames else "")
 
@@ -347,7 +349,7 @@ class CameraDaemon(Service):
 
     def _loop(self) -> None:
         """The analyser thread: the newest frame, at most --fps a second."""
-        period = 1.0 / self.s.fps
+        period = 1.0 / self.fps
         next_at = time.monotonic()
         stop = self.stop_event
         while not stop.is_set():

@@ -369,12 +369,10 @@ class CameraDaemon(Service):
                 self.health.idle(0)
             next_at = max(next_at + period, time.monotonic())
 
-    def frame(self, pixels: np.ndarray, seq: int, t: float | None = None, when: _dt.datetime | None = None) -> None:
-        """Analyse one frame: its record (faces, tracks), its saved copy, its ended tracks' timelines."""
-        from .track import timeline
+    def frame(self, pixels: np.ndarray, seq: int, t: float, when: _dt.datetime) -> None:
+        """Analyse one frame (number ``seq``, ``t`` seconds into the run, taken at ``when``): its record (faces,
+        tracks), its saved copy, its ended tracks' timelines."""
         from .video import track_frame
-        when = when or _dt.datetime.now(_dt.timezone.utc)
-        t = time.monotonic() - self.t0 if t is None else t
         try:
             rec = track_frame(self.clf, self.tracker, None, pixels, seq, t, None,
                               {"frame": seq, "frame_time": when.isoformat(timespec="milliseconds"),
@@ -384,7 +382,7 @@ class CameraDaemon(Service):
             rec = self.clf.record(None, "error", error=f"frame {seq}: {type(exc).__name__}: {exc}",
                                   frame=seq, frame_time=when.isoformat(timespec="milliseconds"), camera=self.s.camera)
         for tr in self.tracker.ended(t):
-            self._track_ended(timeline(tr, str(self.s.camera)) | {"camera": self.s.camera})
+            self._track_ended(tr)
         keep = self.frames is not None and (self.s.save_frames == "all" or rec["faces"])
         if keep:
             try:
@@ -421,9 +419,11 @@ class CameraDaemon(Service):
     def _metrics_snapshot(self) -> dict:
         return {**super()._metrics_snapshot(), "camera": self.frame_counts()}
 
-    def _track_ended(self, line: dict) -> None:
+    def _track_ended(self, tr) -> None:
+        """The timeline of a track that ended, to tracks.jsonl (naming the camera, for the MQTT track events)."""
+        from .track import timeline
         try:
-            self.tracks.write(line)
+            self.tracks.write(timeline(tr, str(self.s.camera)) | {"camera": self.s.camera})
         except OSError as exc:
             log.warning("a track's timeline not written to %s (%s)", self.out, exc.strerror or exc)
 
@@ -433,9 +433,8 @@ class CameraDaemon(Service):
         if self._grabber is not None:
             self._grabber.join(timeout=5.0)   # a camera read blocks for a frame at most; a stuck one is left
         self.slot.discard()
-        from .track import timeline
         for tr in self.tracker.close():
-            self._track_ended(timeline(tr, str(self.s.camera)) | {"camera": self.s.camera})
+            self._track_ended(tr)
         self.tracks.close()
         if self._grabber is None or not self._grabber.is_alive():
             self.source.close()

@@ -33,6 +33,7 @@ from urllib.parse import unquote, urlsplit
 
 from .errors import SetupError
 from .labels import LABELS
+from .track import source_of
 from . import atomic, jsonl, record
 
 log = logging.getLogger("edgeemo")
@@ -216,12 +217,10 @@ class Outbox:
 
     def backlog(self) -> int:
         """Bytes of records not yet acknowledged by the broker (read-only: called from other threads)."""
-        try:
-            return max(0, os.stat(self.results).st_size - self.offset)
-        except OSError:
-            return 0
+        return max(0, self.size() - self.offset)
 
     def size(self) -> int:
+        """The followed file's size in bytes (0 while it does not exist)."""
         try:
             return os.stat(self.results).st_size
         except OSError:
@@ -264,13 +263,15 @@ class TrackEvents:
         self.live: dict[tuple[str, int], str | None] = {}       # (source, track) -> steady emotion
         self._last_frame: dict[str, int] = {}
 
-    @staticmethod
-    def _source(rec: dict) -> str:
-        return f"camera {rec['camera']}" if rec.get("camera") is not None else str(rec.get("file"))
+    def copy(self) -> "TrackEvents":
+        """A copy to work on, kept only once its events are acknowledged."""
+        other = TrackEvents()
+        other.live, other._last_frame = dict(self.live), dict(self._last_frame)
+        return other
 
     def from_record(self, rec: dict) -> list[dict]:
         faces = [f for f in rec.get("faces") or [] if isinstance(f, dict) and isinstance(f.get("track"), int)]
-        src = self._source(rec)
+        src = source_of(rec)
         frame = rec.get("frame")
         if isinstance(frame, int):
             if frame < self._last_frame.get(src, -1):           # a restarted camera, or the video again
@@ -291,7 +292,7 @@ class TrackEvents:
         return out
 
     def ended(self, line: dict) -> dict:
-        src = self._source(line)
+        src = source_of(line)
         self.live.pop((src, line.get("track")), None)
         return {"event_type": "end", "source": src, "label": line.get("dominant"),
                 **{k: v for k, v in line.items() if k not in ("file", "camera")}}
@@ -345,7 +346,6 @@ class Publisher:
         self.outbox = Outbox(results, state_dir)
         self.track_outbox = Outbox(results.parent / "tracks.jsonl", state_dir, "tracks-cursor.json")
         self.events = TrackEvents()
-        self.track_events = 0
         self.ha_discovery = ha_discovery
         self.client = make_client(broker, f"edgeemo-{device}-{os.getpid()}", will=(f"{self.base}/availability", "offline"))
         self.client.on_connect = self._on_connect
@@ -472,8 +472,7 @@ class Publisher:
 
     def _publish_records(self, lines, end) -> int:
         infos, recs = [], []
-        events = TrackEvents()
-        events.live, events._last_frame = dict(self.events.live), dict(self.events._last_frame)
+        events = self.events.copy()
         for offset, line in lines:
             rec = jsonl.parse(line)
             try:
@@ -486,7 +485,6 @@ class Publisher:
             infos.append(self.client.publish(f"{self.base}/result", json.dumps(rec, ensure_ascii=True), qos=1))
             for ev in events.from_record(rec):
                 infos.append(self._track_event(ev, f"{rec['id']}-{ev['track']}-{ev['event_type']}"))
-                self.track_events += 1
             recs.append(rec)
         if not self._wait_acks(infos):
             return 0
@@ -508,8 +506,7 @@ class Publisher:
                 self.track_outbox.advance(end)
             return 0
         infos = []
-        events = TrackEvents()
-        events.live, events._last_frame = dict(self.events.live), dict(self.events._last_frame)
+        events = self.events.copy()
         for offset, line in lines:
             tl = jsonl.parse(line)
             if not isinstance(tl, dict) or not isinstance(tl.get("track"), int):
@@ -521,7 +518,6 @@ class Publisher:
             return 0
         self.track_outbox.advance(end)
         self.events = events
-        self.track_events += len(infos)
         self._publish_state()
         return len(infos)
 

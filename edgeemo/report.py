@@ -27,6 +27,7 @@ from .errors import SetupError
 from .labels import LABELS
 from .record import RecordError
 from .record import check as check_record
+from .track import source_of
 
 log = logging.getLogger("edgeemo")
 
@@ -241,7 +242,7 @@ class TrackTimelines:
         t = self._seconds(rec)
         if t is None:
             return
-        source = f"camera {rec['camera']}" if rec.get("camera") is not None else str(rec.get("file"))
+        source = source_of(rec)
         if rec.get("device"):
             source = f"{source} on {rec['device']}"
         run, last = self._run.get(source, (1, -1))
@@ -258,11 +259,10 @@ class TrackTimelines:
                     continue
                 self.held += 1
                 segs = r["tracks"][f["track"]] = [[x, x, f["track_label"]]]
-            elif segs[-1][2] == f["track_label"] or len(segs) >= MAX_SEGMENTS:
-                segs[-1][1] = x
             else:
                 segs[-1][1] = x
-                segs.append([x, x, f["track_label"]])
+                if segs[-1][2] != f["track_label"] and len(segs) < MAX_SEGMENTS:
+                    segs.append([x, x, f["track_label"]])
 
     def figures(self) -> dict:
         """{"runs": [{"source", "run", "tracks": [{"track", "first", "last", "dominant", "changes",

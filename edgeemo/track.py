@@ -152,6 +152,11 @@ class Tracker:
         return gone
 
 
+def source_of(rec: dict) -> str:
+    """The video or camera a frame's record (or a track's timeline) belongs to: ``camera X``, or its file."""
+    return f"camera {rec['camera']}" if rec.get("camera") is not None else str(rec.get("file"))
+
+
 def timeline(tr: Track, source: str | None) -> dict:
     """The line of ``tracks.jsonl`` for a track that ended."""
     seconds = {k: round(v, 3) for k, v in sorted(tr.seconds.items(), key=lambda kv: -kv[1])}

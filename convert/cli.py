@@ -59,6 +59,11 @@ def train(
                                                  "to distil from several, averaged."),
     kd_alpha: float = typer.Option(0.7, "--kd-alpha", help="Share of the loss given to the teacher's answers."),
     kd_temperature: float = typer.Option(2.0, "--kd-temperature", help="Softening of both answers."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Decoupled weight decay of the "
+                                                 "crop-trained recipes (theirs: 5e-4); less for a small model "
+                                                 "that underfits."),
+    erase_p: Optional[float] = typer.Option(None, "--erase-p", help="Share of training faces that get a random "
+                                            "patch erased, crop-trained recipes (theirs: 0.5)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this trained model's weights (a run "
                                         "folder's model.keras, or an int8 .tflite, of the same --arch; res40-type "
                                         "recipes); 'default': the shipped default model (--arch res40d)."),
@@ -98,6 +103,16 @@ def train(
         cfg.extra.update(teacher=[str(t) for t in teacher], kd_alpha=kd_alpha, kd_temperature=kd_temperature)
     if init is not None:
         cfg.extra.update(init=str(_shipped(init, "--init")))
+    for option, value, key, low, high in (("--weight-decay", weight_decay, "weight_decay", 0.0, 0.1),
+                                          ("--erase-p", erase_p, "erase_p", 0.0, 1.0)):
+        if value is None:
+            continue
+        if arch not in archs_crop_trained():
+            raise typer.BadParameter(f"only the crop-trained recipes ({', '.join(sorted(archs_crop_trained()))}) "
+                                     f"take it, not {arch}", param_hint=option)
+        if not low <= value <= high:
+            raise typer.BadParameter(f"{value!r}: must be {low:g} to {high:g}", param_hint=option)
+        cfg.extra[key] = value
     cfg.extra["geometry"] = {"margin": margin, "face_fraction": face_fraction, "flip_average": flip_average,
                              "view_fractions": list(_fractions(view_fractions))}
     commands.train(data, dataset, out, cfg, val_split, cv, resume, detector, detector_model,

@@ -35,7 +35,8 @@ from . import archs, augment
 from .errors import LayersDoNotFit, ModelFileError
 
 DEFAULTS = {"weight_decay": 5e-4, "warmup_epochs": 2, "ema_decay": 0.999, "class_weight_power": 0.3,
-            "lr": 0.05, "batch_size": 128, "kd_alpha": 0.7, "kd_temperature": 2.0}
+            "lr": 0.05, "batch_size": 128, "kd_alpha": 0.7, "kd_temperature": 2.0,
+            "erase_p": augment.AugmentConfig.erase_p}
 
 
 def load_trained(path, option: str):
@@ -140,7 +141,7 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
     batch_size = cfg.batch_size if cfg.batch_size else ex["batch_size"]
     base_lr = cfg.lr if cfg.lr is not None else ex["lr"]
     size = x_val.shape[1]
-    aug_cfg = augment.AugmentConfig(out_size=size)
+    aug_cfg = augment.AugmentConfig(out_size=size, erase_p=float(ex["erase_p"]))
     if not cfg.augment:
         aug_cfg = augment.AugmentConfig(out_size=size, scale=(1.0, 1.0), shift=0.0, rotate_deg=0.0, flip=False,
                                         brightness=0.0, contrast=(1.0, 1.0), erase_p=0.0)

@@ -216,3 +216,39 @@ def test_distillation_learns_the_teachers_answers(tmp_path):
     wrong.save(tmp_path / "res40.keras")
     bad = CliRunner().invoke(app, [str(a) for a in common + ["--init", tmp_path / "res40.keras", "--out", tmp_path / "y"]])
     assert bad.exit_code != 0 and "do not fit the res40-small recipe" in bad.output
+
+
+@pytest.mark.train
+def test_weight_decay_and_erasing_options(tmp_path):
+    """`--weight-decay` and `--erase-p` reach the trainer of the crop-trained recipes: recorded in the run's
+    config.json, and a strong decay leaves smaller kernels than none from the same seed; out-of-range values
+    and recipes that do not take them are refused with the option named."""
+    pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    import keras
+    from typer.testing import CliRunner
+
+    from edgeemo.cli import app
+    from synth_faces import write_fer_folders
+    data = tmp_path / "fer"
+    write_fer_folders(data, per_class=10, val_per_class=3)
+    common = ["train", "--data", data, "--dataset", "fer2013", "--arch", "res40-small", "--optimizer", "sgd",
+              "--batch-size", 16, "--patience", 0, "--epochs", 6, "--seed", 1, "--lr", 0.05]
+
+    def run(*options):
+        return CliRunner().invoke(app, [str(a) for a in common + list(options)])
+
+    norms = {}
+    for decay in (0.0, 0.1):
+        out = tmp_path / f"wd{decay}"
+        res = run("--weight-decay", decay, "--erase-p", 0.0, "--out", out)
+        assert res.exit_code == 0, res.output
+        extra = json.loads((out / "config.json").read_text())["extra"]
+        assert extra["weight_decay"] == decay and extra["erase_p"] == 0.0
+        model = keras.models.load_model(out / "model.keras")
+        norms[decay] = sum(float(np.square(w).sum()) for w in model.get_weights() if w.ndim == 4)
+    assert norms[0.1] < 0.95 * norms[0.0], norms
+    bad = run("--erase-p", 1.5, "--out", tmp_path / "x")
+    assert bad.exit_code != 0 and "--erase-p" in bad.output and "must be 0 to 1" in bad.output
+    common[common.index("res40-small")] = "tiny"
+    bad = run("--weight-decay", 1e-4, "--out", tmp_path / "y")
+    assert bad.exit_code != 0 and "--weight-decay" in bad.output and "not tiny" in bad.output

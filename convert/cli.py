@@ -59,6 +59,8 @@ def train(
                                                  "to distil from several, averaged."),
     kd_alpha: float = typer.Option(0.7, "--kd-alpha", help="Share of the loss given to the teacher's answers."),
     kd_temperature: float = typer.Option(2.0, "--kd-temperature", help="Softening of both answers."),
+    kd_mirror: bool = typer.Option(False, "--kd-mirror", help="The teacher answers each training face and its "
+                                   "mirror image, averaged (twice the teacher's cost, a steadier target)."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Decoupled weight decay of the "
                                                  "crop-trained recipes (theirs: 5e-4); less for a small model "
                                                  "that underfits."),
@@ -100,7 +102,10 @@ def train(
                                      f"({', '.join(sorted(archs_crop_trained()))}), not {arch}", param_hint=option)
     if teacher:
         teacher = [_shipped(t, "--teacher") for t in teacher]
-        cfg.extra.update(teacher=[str(t) for t in teacher], kd_alpha=kd_alpha, kd_temperature=kd_temperature)
+        cfg.extra.update(teacher=[str(t) for t in teacher], kd_alpha=kd_alpha, kd_temperature=kd_temperature,
+                         kd_mirror=kd_mirror)
+    elif kd_mirror:
+        raise typer.BadParameter("it changes how a teacher answers: give --teacher too", param_hint="--kd-mirror")
     if init is not None:
         cfg.extra.update(init=str(_shipped(init, "--init")))
     for option, value, key, low, high in (("--weight-decay", weight_decay, "weight_decay", 0.0, 0.1),

@@ -97,6 +97,16 @@ def _recovered(path, size: int, x_tr: np.ndarray, seed: int):
                           f"({', '.join(sorted(archs.RES40))}); give a run folder's model.keras instead")
 
 
+def teacher_answers(teachers, xb, mirror: bool = False):
+    """The teachers' averaged probabilities for the batch ``xb`` (N, H, W, C), float32; with ``mirror``
+    each teacher also answers the mirror image of every face, averaged in, as the device's averaging does
+    for a face it is unsure of: a steadier target than one look."""
+    import tensorflow as tf
+    looks = [xb, tf.reverse(xb, axis=[2])] if mirror else [xb]
+    answers = [tf.cast(t(x, training=False), tf.float32) for t in teachers for x in looks]
+    return tf.add_n(answers) / float(len(answers))
+
+
 def class_weights(labels: np.ndarray, power: float, n: int = len(LABELS)) -> np.ndarray:
     """(total / (classes * count)) ** power, normalised so the mean weight per training face is 1."""
     counts = np.bincount(labels, minlength=n).astype(float)
@@ -167,9 +177,12 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
     paths = [paths] if isinstance(paths, str) else list(paths)
     teachers = [load_teacher(p, size, x_tr.shape[3], x_tr, cfg.seed) for p in paths]
     kd_a, kd_t = float(ex["kd_alpha"]), float(ex["kd_temperature"])
+    kd_mirror = bool(ex.get("kd_mirror", False))
     if teachers:
         whose = "the teacher's" if len(teachers) == 1 else f"the {len(teachers)} teachers' averaged"
-        echo(f"distilling from {' + '.join(paths)}: {kd_a:g} of the loss is {whose} answers at temperature {kd_t:g}")
+        how = ", each face averaged with its mirror image," if kd_mirror else ""
+        echo(f"distilling from {' + '.join(paths)}: {kd_a:g} of the loss is {whose} answers{how} at "
+             f"temperature {kd_t:g}")
 
     def soften(p):
         return tf.nn.softmax(tf.math.log(tf.clip_by_value(tf.cast(p, tf.float32), 1e-7, 1.0)) / kd_t)
@@ -189,7 +202,7 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
             p = model(xb, training=True)
             loss = loss_fn(tf.one_hot(yb, n_cls), p, sample_weight=wb)
             if teachers:
-                q = soften(tf.add_n([tf.cast(t(xb, training=False), tf.float32) for t in teachers]) / len(teachers))
+                q = soften(teacher_answers(teachers, xb, kd_mirror))
                 log_ps = tf.math.log(tf.clip_by_value(soften(p), 1e-7, 1.0))
                 kl = tf.reduce_sum(q * (tf.math.log(tf.clip_by_value(q, 1e-7, 1.0)) - log_ps), axis=1)
                 loss = (1.0 - kd_a) * loss + kd_a * kd_t * kd_t * tf.reduce_mean(kl * wb)

@@ -221,8 +221,8 @@ def test_distillation_learns_the_teachers_answers(tmp_path):
 @pytest.mark.train
 def test_weight_decay_and_erasing_options(tmp_path):
     """`--weight-decay` and `--erase-p` reach the trainer of the crop-trained recipes: recorded in the run's
-    config.json, and a strong decay leaves smaller kernels than none from the same seed; out-of-range values
-    and recipes that do not take them are refused with the option named."""
+    config.json, and a strong decay leaves smaller kernels than none from the same seed; out-of-range values,
+    recipes that do not take them and `--kd-mirror` without a teacher are refused with the option named."""
     pytest.importorskip("tensorflow", reason="needs the [train] extra")
     import keras
     from typer.testing import CliRunner
@@ -249,6 +249,32 @@ def test_weight_decay_and_erasing_options(tmp_path):
     assert norms[0.1] < 0.95 * norms[0.0], norms
     bad = run("--erase-p", 1.5, "--out", tmp_path / "x")
     assert bad.exit_code != 0 and "--erase-p" in bad.output and "must be 0 to 1" in bad.output
+    bad = run("--kd-mirror", "--out", tmp_path / "z")
+    assert bad.exit_code != 0 and "--kd-mirror" in bad.output and "give --teacher too" in bad.output
     common[common.index("res40-small")] = "tiny"
     bad = run("--weight-decay", 1e-4, "--out", tmp_path / "y")
     assert bad.exit_code != 0 and "--weight-decay" in bad.output and "not tiny" in bad.output
+
+
+def test_the_teachers_mirrored_answers_are_averaged_in():
+    """`--kd-mirror`: each teacher answers the face and its mirror image, and the answers are averaged. A
+    "teacher" that says happy when the left half of the face is the brighter and sad otherwise says each
+    with certainty to one look, and half and half once the mirror image is averaged in."""
+    tf = pytest.importorskip("tensorflow", reason="needs the [train] extra")
+    from edgeemo.labels import LABELS
+    from edgeemo_convert.fasttrain import teacher_answers
+    happy, sad = LABELS.index("happy"), LABELS.index("sad")
+
+    def sided(x, training=False):
+        left = tf.reduce_mean(x[:, :, :20], axis=[1, 2, 3]) > tf.reduce_mean(x[:, :, 20:], axis=[1, 2, 3])
+        return tf.one_hot(tf.where(left, happy, sad), len(LABELS))
+
+    x = np.zeros((4, 40, 40, 1), np.float32)
+    x[:2, :, :20] = 1.0            # two faces bright on the left, two on the right
+    x[2:, :, 20:] = 1.0
+    one = np.asarray(teacher_answers([sided], tf.constant(x)))
+    assert list(one.argmax(1)) == [happy, happy, sad, sad] and np.allclose(one.max(1), 1.0)
+    both = np.asarray(teacher_answers([sided], tf.constant(x), mirror=True))
+    assert np.allclose(both[:, happy], 0.5) and np.allclose(both[:, sad], 0.5) and np.allclose(both.sum(1), 1.0)
+    two = np.asarray(teacher_answers([sided, sided], tf.constant(x)))
+    assert np.allclose(two, one)

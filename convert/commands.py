@@ -87,11 +87,18 @@ def train(data, dataset: str, out, cfg: TrainConfig, val_fraction: float = 0.15,
 
 
 def _eval_inputs(x: np.ndarray, cfg: TrainConfig) -> np.ndarray:
-    """Faces as the model sees them at test time: crop-trained recipes see the whole source face resized."""
+    """Faces as the model sees them at test time: crop-trained recipes see the central ``--face-fraction`` of
+    the source face (the device's framing, recorded for ``edgeemo convert``) resized to their input, so that
+    the epoch kept and the accuracy reported are the device's."""
     if cfg.arch not in archs.CROP_TRAINED:
         return x
-    from .augment import eval_view
-    return eval_view(x, cfg.input_size or archs.RECIPES[cfg.arch].input_size)
+    size = cfg.input_size or archs.RECIPES[cfg.arch].input_size
+    fraction = float((cfg.extra.get("geometry") or {}).get("face_fraction", 1.0))
+    if fraction == 1.0 or x.shape[3] != 1:
+        from .augment import eval_view
+        return eval_view(x, size)
+    from edgeemo.crop import whole_image
+    return np.stack([whole_image(f[:, :, 0], size, 1, None, fraction).reshape(size, size, 1) for f in x])
 
 
 def _fit_recipe(x_tr, y_tr, x_te, y_te, cfg: TrainConfig, out, resume, echo, keep_best=True):

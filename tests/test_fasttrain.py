@@ -59,6 +59,25 @@ def test_eval_view_matches_the_device_crop():
         assert np.array_equal(view[i, :, :, 0], crop.whole_image(x[i, :, :, 0], 40))
 
 
+def test_validation_sees_the_faces_as_the_device_does():
+    """The trainer validates (and so keeps its best epoch by) the face framing recorded for the device: with
+    `--face-fraction 0.875` the central 87.5% of each face, as `edgeemo evaluate` and the device cut it, not
+    the whole face (which read 0.8 points below the device's int8 file on FER2013 val/ for one fast run)."""
+    from edgeemo import crop
+    from edgeemo_convert.commands import _eval_inputs
+    from edgeemo_convert.train import TrainConfig
+    x = faces(4)
+    cfg = TrainConfig(arch="fast40-small", extra={"geometry": {"margin": 0.0, "face_fraction": 0.875}})
+    seen = _eval_inputs(x, cfg)
+    assert seen.shape == (4, 40, 40, 1)
+    for i in range(4):
+        device = crop.model_views(x[i, :, :, 0], None, crop.FaceGeometry(40, 1, 0.0, None, 0.875, ()))[0, 0]
+        assert np.array_equal(seen[i], device)
+    assert not np.array_equal(seen, augment.eval_view(x, 40))
+    whole = TrainConfig(arch="fast40-small")
+    assert np.array_equal(_eval_inputs(x, whole), augment.eval_view(x, 40))
+
+
 def test_class_weights_favour_rare_classes_with_mean_one():
     from edgeemo_convert.fasttrain import class_weights
     y = np.array([0] * 40 + [1] * 4 + [3] * 80)

@@ -14,8 +14,9 @@ What makes it fast and what makes it good, measured on FER2013 on this kind of m
   .tflite such as the shipped default model) instead of random weights, for a second, shorter schedule
   (distilling an ensemble of runs into one of them, or fine-tuning the default model on your own faces).
 
-Validation (every epoch) scores the EMA weights on the whole validation faces resized to the input size,
-averaged with their mirror image as the device does; the best epoch is kept (``model.keras``).
+Validation (every epoch) scores the EMA weights on the validation faces framed as the device will frame
+them (``--face-fraction``) and resized to the input size, averaged with their mirror image where the device
+will average them (``--flip-average``), one look otherwise; the best epoch is kept (``model.keras``).
 The run folder holds ``last.weights.h5``/``last_ema.weights.h5``/``last_opt.npz`` + ``state.json`` for
 ``--resume`` and ``history.csv``.
 """
@@ -178,6 +179,7 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
     teachers = [load_teacher(p, size, x_tr.shape[3], x_tr, cfg.seed) for p in paths]
     kd_a, kd_t = float(ex["kd_alpha"]), float(ex["kd_temperature"])
     kd_mirror = bool(ex.get("kd_mirror", False))
+    mirror_val = bool((ex.get("geometry") or {}).get("flip_average", False))
     if teachers:
         whose = "the teacher's" if len(teachers) == 1 else f"the {len(teachers)} teachers' averaged"
         how = ", each face averaged with its mirror image," if kd_mirror else ""
@@ -262,7 +264,9 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
             accs.append(float(acc))
         t_train = time.time() - t0
         ema.set_weights([v.numpy() for v in ema_vars])
-        probs = (predict(ema, x_val) + predict(ema, x_val[:, :, ::-1])) / 2.0     # mirror-averaged, as the device
+        probs = predict(ema, x_val)
+        if mirror_val:      # as the device will run it: averaged with the mirror image where --flip-average
+            probs = (probs + predict(ema, x_val[:, :, ::-1])) / 2.0
         val_acc = float((probs.argmax(1) == y_val).mean())
         val_loss = float(-np.mean(np.sum(y_val_oh * np.log(np.clip(probs, 1e-7, 1.0)), axis=1)))
         row = {"epoch": epoch + 1, "loss": round(float(np.mean(losses)), 5), "accuracy": round(float(np.mean(accs)), 5),
@@ -273,7 +277,7 @@ def fit_fast(x_tr, y_tr, x_val, y_val, cfg, run_dir=None, resume=False, echo=pri
         improved = end_epoch(state, val_acc, epoch, t_start)
         if improved:
             best_weights = ema.get_weights()
-        echo(epoch_line(cfg, row, improved, "val_acc(EMA, mirrored)"))
+        echo(epoch_line(cfg, row, improved, f"val_acc(EMA, {'mirrored' if mirror_val else 'one look'})"))
         if run:
             if improved:
                 ema.save(run / "model.keras")

@@ -96,8 +96,11 @@ def train(
                       patience=patience, augment=not no_augment, class_weights=not no_class_weights,
                       time_budget_min=time_budget, input_size=input_size, label_smoothing=label_smoothing,
                       blur_sigma=blur)
-    for option, value, what in (("--teacher", teacher, "distillation"), ("--init", init, "a trained start")):
-        if value and arch not in archs_crop_trained():
+    for option, given, what in (("--teacher", bool(teacher), "distillation"),
+                                ("--init", bool(init), "a trained start"),
+                                ("--weight-decay", weight_decay is not None, "the weight decay setting"),
+                                ("--erase-p", erase_p is not None, "the erasing setting")):
+        if given and arch not in archs_crop_trained():
             raise typer.BadParameter(f"{what} is built into the crop-trained recipes "
                                      f"({', '.join(sorted(archs_crop_trained()))}), not {arch}", param_hint=option)
     if teacher:
@@ -110,14 +113,10 @@ def train(
         cfg.extra.update(init=str(_shipped(init, "--init")))
     for option, value, key, low, high in (("--weight-decay", weight_decay, "weight_decay", 0.0, 0.1),
                                           ("--erase-p", erase_p, "erase_p", 0.0, 1.0)):
-        if value is None:
-            continue
-        if arch not in archs_crop_trained():
-            raise typer.BadParameter(f"only the crop-trained recipes ({', '.join(sorted(archs_crop_trained()))}) "
-                                     f"take it, not {arch}", param_hint=option)
-        if not low <= value <= high:
+        if value is not None and not low <= value <= high:
             raise typer.BadParameter(f"{value!r}: must be {low:g} to {high:g}", param_hint=option)
-        cfg.extra[key] = value
+        if value is not None:
+            cfg.extra[key] = value
     cfg.extra["geometry"] = {"margin": margin, "face_fraction": face_fraction, "flip_average": flip_average,
                              "view_fractions": list(_fractions(view_fractions))}
     commands.train(data, dataset, out, cfg, val_split, cv, resume, detector, detector_model,
